@@ -1,0 +1,3 @@
+"""pgkit.critics (see ARCHITECTURE: estimator layer; imports only jax, chex, distrax)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""pgkit.divergences (see ARCHITECTURE: estimator layer; imports only jax, chex, distrax)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""pgkit.targets (see ARCHITECTURE: estimator layer; imports only jax, chex, distrax)."""
+
+__all__: list[str] = []
