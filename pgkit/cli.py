@@ -1,0 +1,179 @@
+"""``pgkit`` command line: train, resume, plot, eval, list.
+
+    pgkit train ppo --env CartPole-v1 --seeds 8 --steps 500000 --set clip_eps=0.1 \\
+        --sweep lr=1e-4,3e-4,1e-3 --out runs/x
+    pgkit resume runs/x
+    pgkit plot runs/x runs/y --out overlay.png
+    pgkit eval runs/x --episodes 10
+    pgkit list [RECIPE]
+
+Bad input gets one line naming the option and what is allowed, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pgkit import experiment
+from pgkit.experiment import ConfigError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise ConfigError(message)
+
+
+def _split_assignment(text: str, flag: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"{flag} expects NAME=VALUE, got {text!r}")
+    name, value = text.split("=", 1)
+    return name.strip(), value.strip()
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pgkit", description="Policy-gradient RL in JAX: train, resume, plot, eval, list.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a recipe over seeds x a hyperparameter grid")
+    train.add_argument("recipe", help="recipe name (see 'pgkit list')")
+    train.add_argument("--env", help="gymnax environment (default: the recipe's)")
+    train.add_argument("--seeds", type=int, default=8, help="seeds per setting (default 8)")
+    train.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    train.add_argument("--steps", type=int, help="environment steps per seed (the recipe's total_steps)")
+    train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="set an option")
+    train.add_argument(
+        "--sweep", action="append", default=[], metavar="NAME=V1,V2", help="sweep a float hyperparameter"
+    )
+    train.add_argument("--out", help="run directory (default runs/RECIPE-ENV-TIME)")
+    train.add_argument("--chunk", type=int, help="updates per compiled chunk (default: ~20 chunks)")
+
+    resume = sub.add_parser("resume", help="continue an interrupted run")
+    resume.add_argument("run_dir")
+
+    plot = sub.add_parser("plot", help="overlay learning curves of runs")
+    plot.add_argument("run_dirs", nargs="+")
+    plot.add_argument("--out", help="PNG path (default: RUN/learning_curve.png, or overlay.png)")
+    plot.add_argument("--metric", default="episode_return")
+
+    evaluate = sub.add_parser("eval", help="evaluate the final policies of a run")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--seed", type=int, default=0)
+
+    listing = sub.add_parser("list", help="recipes, environments and each recipe's options")
+    listing.add_argument("recipe", nargs="?")
+    return parser
+
+
+def _train(args) -> None:
+    from pgkit import envs
+
+    module = experiment.load_recipe(args.recipe)
+    env = args.env or module.DEFAULT_ENV
+    if env not in envs.available_envs():
+        raise ConfigError(f"unknown environment {env!r}; available: {', '.join(envs.available_envs())}")
+    config, hparams, sweep = {}, {}, {}
+    if args.steps is not None:
+        config["total_steps"] = experiment.parse_option(module.Config, "total_steps", str(args.steps))
+    config_fields = experiment.options_of(module.Config)
+    hparam_fields = experiment.options_of(module.HParams)
+    for text in args.set:
+        name, value = _split_assignment(text, "--set")
+        if name in config_fields:
+            config[name] = experiment.parse_option(module.Config, name, value)
+        elif name in hparam_fields:
+            hparams[name] = experiment.parse_option(module.HParams, name, value)
+        else:
+            raise ConfigError(
+                f"unknown option {name!r} for recipe {args.recipe!r}; available: "
+                f"{', '.join([*config_fields, *hparam_fields])}"
+            )
+    for text in args.sweep:
+        name, values = _split_assignment(text, "--sweep")
+        if name not in hparam_fields:
+            raise ConfigError(
+                f"cannot sweep {name!r}: only float hyperparameters can be swept "
+                f"({', '.join(hparam_fields)})"
+            )
+        sweep[name] = [experiment.parse_option(module.HParams, name, v) for v in values.split(",") if v]
+    for key, value in (("seeds", args.seeds), ("chunk", args.chunk)):
+        if value is not None and value < 1:
+            raise ConfigError(f"option '--{key}' must be >= 1, got {value}")
+    out = args.out or f"runs/{args.recipe}-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment.train(
+        args.recipe,
+        env=env,
+        seeds=args.seeds,
+        seed=args.seed,
+        config=config,
+        hparams=hparams,
+        sweep=sweep,
+        out=out,
+        chunk=args.chunk,
+    )
+
+
+def _plot(args) -> None:
+    from pgkit import plot
+
+    for run_dir in args.run_dirs:
+        if not (Path(run_dir) / "metrics.csv").exists():
+            raise ConfigError(f"run directory {run_dir!r} not found or holds no metrics.csv")
+    out = args.out or (
+        str(Path(args.run_dirs[0]) / "learning_curve.png") if len(args.run_dirs) == 1 else "overlay.png"
+    )
+    columns = plot.read_metrics(args.run_dirs[0])
+    if args.metric not in columns:
+        raise ConfigError(f"unknown metric {args.metric!r}; available: {', '.join(sorted(columns))}")
+    print(plot.plot_runs(args.run_dirs, out, metric=args.metric))
+
+
+def _list(args) -> None:
+    from pgkit import envs
+
+    names = [args.recipe] if args.recipe else experiment.available_recipes()
+    if not args.recipe:
+        print("recipes: " + ", ".join(names))
+        print("environments: " + ", ".join(envs.available_envs()))
+    for name in names:
+        module = experiment.load_recipe(name)
+        print(f"\n{name}: {module.DESCRIPTION} (default env {module.DEFAULT_ENV})")
+        for title, cls in (("static options (--set)", module.Config), ("hyperparameters (--set, --sweep)", module.HParams)):
+            print(f"  {title}:")
+            for field_name, field in experiment.options_of(cls).items():
+                allowed = experiment._describe(field)
+                print(f"    {field_name} = {field.default!r}  ({allowed})  {field.metadata['help']}")
+
+
+def main(argv=None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command == "train":
+            _train(args)
+        elif args.command == "resume":
+            experiment.resume(args.run_dir)
+        elif args.command == "plot":
+            _plot(args)
+        elif args.command == "eval":
+            experiment.evaluate(args.run_dir, episodes=args.episodes, seed=args.seed)
+        elif args.command == "list":
+            _list(args)
+    except ConfigError as error:
+        print(f"pgkit: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except experiment.NonFiniteError as error:
+        print(f"pgkit: training stopped: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pgkit: interrupted; the last checkpoint is kept (pgkit resume RUN_DIR)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

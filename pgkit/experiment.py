@@ -1,0 +1,612 @@
+"""The experiment driver: seeds x hyperparameter grid as one compiled program, run in chunks.
+
+A recipe is a module with ``NAME``, ``DESCRIPTION``, ``DEFAULT_ENV``, a static ``Config``
+(frozen dataclass: shapes, counts, switches), float hyperparameters ``HParams`` (a
+:func:`hyperparameters` dataclass: traced, vmappable) and ``make(config, env_name) -> Recipe``.
+
+The driver builds ``jit(vmap(scan(update, K)))`` once per (recipe, config, environment, K),
+vmapped over members = settings x seeds (member ``g * seeds + s`` runs setting ``g`` with the
+key of seed ``s``), and calls it chunk after chunk. Between chunks it prints a progress line,
+appends metrics to ``metrics.csv`` (so device memory stays bounded), and writes a checkpoint;
+the PRNG key lives in the state, so a resumed run continues the same key stream and is
+bit-identical to an uninterrupted one. Members are sharded over ``jax.devices()``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import importlib
+import itertools
+import json
+import math
+import os
+import time
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgkit import plot, stats
+
+__all__ = [
+    "ConfigError",
+    "NonFiniteError",
+    "Recipe",
+    "RunResult",
+    "option",
+    "hyperparameters",
+    "options_of",
+    "parse_option",
+    "validate",
+    "load_recipe",
+    "available_recipes",
+    "train",
+    "resume",
+    "evaluate",
+]
+
+RECIPES_PACKAGE = "recipes"
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the option and what is allowed."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A metric became NaN or infinite during training."""
+
+
+class Recipe(NamedTuple):
+    """The pure functions a recipe's ``make`` returns.
+
+    Attributes:
+      init: ``(key, hparams) -> state``; the state holds the PRNG key stream.
+      update: ``(state, hparams) -> (state, metrics)``: one iteration of the algorithm box;
+        ``metrics`` maps names to scalars and includes ``episode_return`` (mean undiscounted
+        return of the episodes completed in this update, the last known value if none).
+      act: ``(state, key, obs [E, obs_size]) -> actions [E, ...]``, the evaluation policy.
+      env: the training ``pgkit.envs.VecEnv``.
+      env_steps_per_update: environment steps of one member in one update.
+      num_updates: updates in a whole run.
+    """
+
+    init: Callable
+    update: Callable
+    act: Callable
+    env: Any
+    env_steps_per_update: int
+    num_updates: int
+
+
+class RunResult(NamedTuple):
+    """What :func:`train` returns: final state ``[M, ...]``, metrics ``{name: [M, U]}``."""
+
+    state: Any
+    metrics: dict
+    run_dir: Path | None
+    summary: list
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def option(default, help: str, *, low=None, high=None, choices=None, positive=False):
+    """A documented, validated dataclass field for a recipe's ``Config`` or ``HParams``."""
+    meta = {"help": help, "low": low, "high": high, "choices": choices, "positive": positive}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def hyperparameters(cls):
+    """Frozen dataclass whose fields are pytree leaves (traced floats, vmappable)."""
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
+
+
+def options_of(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _type_of(cls, name):
+    hints = typing.get_type_hints(cls)
+    return hints[name]
+
+
+def _describe(field) -> str:
+    meta = field.metadata
+    if meta.get("choices"):
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    parts = []
+    if meta.get("positive"):
+        parts.append("> 0")
+    if meta.get("low") is not None:
+        parts.append(f">= {meta['low']}")
+    if meta.get("high") is not None:
+        parts.append(f"<= {meta['high']}")
+    return " and ".join(parts) if parts else "any value"
+
+
+def parse_option(cls, name: str, text: str):
+    """Parse ``text`` into the declared type of ``cls.name`` (int, float, bool, str, tuple)."""
+    fields = options_of(cls)
+    if name not in fields:
+        raise ConfigError(f"unknown option {name!r}; available: {', '.join(fields)}")
+    kind = _type_of(cls, name)
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if kind is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(text)
+        if typing.get_origin(kind) is tuple:
+            return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        return str(text)
+    except ValueError:
+        expected = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"option {name!r} expects {expected}, got {text!r}") from None
+
+
+def validate(instance) -> None:
+    """Check every field of a ``Config``/``HParams`` against its declared type and range."""
+    cls = type(instance)
+    for name, field in options_of(cls).items():
+        value = getattr(instance, name)
+        if isinstance(value, jax.Array | np.ndarray):
+            continue  # swept values are validated one by one before stacking
+        kind = _type_of(cls, name)
+        meta = field.metadata
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value)
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"option {name!r} expects int, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"option {name!r} must be finite, got {value!r}")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"option {name!r} must be {_describe(field)}, got {value!r}")
+        if meta.get("positive") and not value > 0:
+            raise ConfigError(f"option {name!r} must be {_describe(field)}, got {value!r}")
+        if meta.get("low") is not None and value < meta["low"]:
+            raise ConfigError(f"option {name!r} must be {_describe(field)}, got {value!r}")
+        if meta.get("high") is not None and value > meta["high"]:
+            raise ConfigError(f"option {name!r} must be {_describe(field)}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def available_recipes() -> list[str]:
+    """Recipe names found in the ``recipes`` package."""
+    import pkgutil
+
+    package = importlib.import_module(RECIPES_PACKAGE)
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+    return sorted(n for n in names if hasattr(load_recipe(n), "make"))
+
+
+def load_recipe(name: str) -> types.ModuleType:
+    """Import ``recipes.<name>``; an unknown name is a ConfigError listing the recipes."""
+    if not name.isidentifier():
+        raise ConfigError(f"unknown recipe {name!r}")
+    try:
+        return importlib.import_module(f"{RECIPES_PACKAGE}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{RECIPES_PACKAGE}.{name}":
+            raise
+        raise ConfigError(
+            f"unknown recipe {name!r}; available: {', '.join(available_recipes())}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _settings(base, sweep: dict[str, list[float]]) -> list:
+    """The cartesian product of ``sweep`` over ``base`` hyperparameters, in sweep order."""
+    fields = options_of(type(base))
+    for name, values in sweep.items():
+        if name not in fields:
+            raise ConfigError(f"cannot sweep {name!r}: not a hyperparameter; available: {', '.join(fields)}")
+        if not values:
+            raise ConfigError(f"sweep of {name!r} needs at least one value")
+    names = list(sweep)
+    settings = []
+    for combo in itertools.product(*(sweep[n] for n in names)):
+        setting = dataclasses.replace(base, **dict(zip(names, combo)))
+        validate(setting)
+        settings.append(setting)
+    return settings
+
+
+def _label(setting, sweep) -> str:
+    return ", ".join(f"{n}={getattr(setting, n):g}" for n in sweep) or "default"
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(recipe_module, config, env_name: str, chunk: int):
+    """One jitted init and one jitted chunk per (recipe, config, env, chunk length)."""
+    recipe = recipe_module.make(config, env_name)
+
+    def run_chunk(state, hparams):
+        return jax.lax.scan(lambda s, _: recipe.update(s, hparams), state, None, length=chunk)
+
+    init = jax.jit(jax.vmap(recipe.init))
+    chunk_fn = jax.jit(jax.vmap(run_chunk), donate_argnums=0)
+    return recipe, init, chunk_fn
+
+
+def _member_sharding(num_members: int):
+    devices = jax.devices()
+    if len(devices) == 1 or num_members % len(devices) != 0:
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("members",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
+
+
+def _chunk_length(num_updates: int, requested: int | None) -> int:
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(f"option 'chunk' must be >= 1, got {requested}")
+        return min(requested, num_updates)
+    # about 20 progress lines, with a chunk that divides the run (no second compilation)
+    target = max(1, num_updates // 20)
+    for k in range(target, 0, -1):
+        if num_updates % k == 0 and k >= target // 2:
+            return k
+    return target
+
+
+class _Run:
+    """Everything one run needs, rebuilt identically from ``config.json`` on resume."""
+
+    def __init__(self, spec: dict, run_dir: Path | None, log: Callable[[str], None]):
+        self.spec, self.run_dir, self.log = spec, run_dir, log
+        self.module = load_recipe(spec["recipe"])
+        config_fields = options_of(self.module.Config)
+        self.config = self.module.Config(**{k: _from_json(v) for k, v in spec["config"].items() if k in config_fields})
+        validate(self.config)
+        self.base = self.module.HParams(**spec["hparams"])
+        validate(self.base)
+        self.sweep = spec["sweep"]
+        self.settings = _settings(self.base, self.sweep)
+        self.seeds = spec["seeds"]
+        if self.seeds < 1:
+            raise ConfigError(f"option 'seeds' must be >= 1, got {self.seeds}")
+        probe = self.module.make(self.config, spec["env"])  # validates env and config
+        self.num_updates = probe.num_updates
+        if self.num_updates < 1:
+            raise ConfigError(
+                f"the run is shorter than one update ({probe.env_steps_per_update} env steps); raise 'total_steps'"
+            )
+        self.chunk = _chunk_length(self.num_updates, spec.get("chunk"))
+        spec["chunk"] = self.chunk
+        self.num_members = len(self.settings) * self.seeds
+
+    def member_inputs(self):
+        seed_keys = jax.random.split(jax.random.PRNGKey(self.spec["seed"]), self.seeds)
+        keys = jnp.tile(seed_keys, (len(self.settings), 1))
+        hparams = jax.tree.map(
+            lambda *xs: jnp.repeat(jnp.asarray(xs, dtype=jnp.float32), self.seeds), *self.settings
+        )
+        sharding = _member_sharding(self.num_members)
+        if sharding is not None:
+            keys, hparams = jax.device_put((keys, hparams), sharding)
+        return keys, hparams
+
+    def functions(self, length: int):
+        return _compiled(self.module, self.config, self.spec["env"], length)
+
+
+def _from_json(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _to_json(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def train(
+    recipe: str,
+    *,
+    env: str | None = None,
+    seeds: int = 8,
+    seed: int = 0,
+    config: dict | None = None,
+    hparams: dict | None = None,
+    sweep: dict[str, list[float]] | None = None,
+    out: str | os.PathLike | None = None,
+    chunk: int | None = None,
+    stop_after_chunks: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> RunResult:
+    """Train ``seeds`` seeds of every setting of ``sweep`` as one compiled program.
+
+    Args:
+      recipe: recipe name (``pgkit.experiment.available_recipes()``).
+      env: gymnax environment name; the recipe's ``DEFAULT_ENV`` if omitted.
+      seeds: seeds per setting. ``seed``: the master seed.
+      config: static options (``recipes.<name>.Config`` fields) overriding defaults.
+      hparams: float hyperparameters (``recipes.<name>.HParams`` fields) overriding defaults.
+      sweep: ``{hyperparameter: [values]}``; the grid is their cartesian product.
+      out: run directory for config, metrics, plot and checkpoints (nothing written if None).
+      chunk: updates per compiled chunk (default: about 20 chunks, dividing the run).
+      stop_after_chunks: stop early after this many chunks (simulates an interruption).
+      log: where progress lines go (``None`` for silence).
+
+    Returns:
+      ``RunResult(state, metrics, run_dir, summary)``: final state with a leading member
+      axis, ``{metric: [members, updates]}`` host arrays, and per-setting summaries.
+    """
+    module = load_recipe(recipe)
+    config = dict(config or {})
+    hparams = dict(hparams or {})
+    for name in config:
+        if name not in options_of(module.Config):
+            raise ConfigError(f"unknown option {name!r} for recipe {recipe!r}; available: {', '.join(options_of(module.Config))}")
+    for name in hparams:
+        if name not in options_of(module.HParams):
+            raise ConfigError(f"unknown option {name!r} for recipe {recipe!r}; available: {', '.join(options_of(module.HParams))}")
+    base_config = module.Config(**config)
+    base_hparams = module.HParams(**hparams)
+    spec = {
+        "recipe": recipe,
+        "env": env or module.DEFAULT_ENV,
+        "seeds": int(seeds),
+        "seed": int(seed),
+        "config": {k: _to_json(v) for k, v in dataclasses.asdict(base_config).items()},
+        "hparams": dataclasses.asdict(base_hparams),
+        "sweep": {k: [float(v) for v in vs] for k, vs in (sweep or {}).items()},
+        "chunk": chunk,
+        "jax_version": jax.__version__,
+    }
+    run_dir = None
+    if out is not None:
+        run_dir = Path(out)
+        if (run_dir / "progress.json").exists():
+            raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; use 'pgkit resume {run_dir}' or another --out")
+    run = _Run(spec, run_dir, log or (lambda _: None))
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(spec, indent=2) + "\n")
+    keys, member_hparams = run.member_inputs()
+    _, init, _ = run.functions(run.chunk)
+    state = init(keys, member_hparams)
+    return _loop(run, state, member_hparams, start=0, metrics=None, stop_after_chunks=stop_after_chunks)
+
+
+def resume(run_dir, *, stop_after_chunks: int | None = None, log: Callable[[str], None] | None = print) -> RunResult:
+    """Continue an interrupted run from its last checkpoint (same key stream, same result)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"run directory {str(run_dir)!r} not found or holds no config.json")
+    spec = json.loads((run_dir / "config.json").read_text())
+    run = _Run(spec, run_dir, log or (lambda _: None))
+    keys, member_hparams = run.member_inputs()
+    _, init, _ = run.functions(run.chunk)
+    progress_path = run_dir / "progress.json"
+    if not progress_path.exists():  # interrupted before the first checkpoint: start over
+        state, start = init(keys, member_hparams), 0
+    else:
+        progress = json.loads(progress_path.read_text())
+        start = progress["updates_done"]
+        template = jax.eval_shape(init, keys, member_hparams)
+        state = eqx.tree_deserialise_leaves(run_dir / "checkpoint.eqx", template)
+        sharding = _member_sharding(run.num_members)
+        state = jax.device_put(state, sharding) if sharding is not None else jax.device_put(state)
+    metrics = _read_metric_arrays(run, start)
+    return _loop(run, state, member_hparams, start=start, metrics=metrics, stop_after_chunks=stop_after_chunks)
+
+
+def _metric_path(run):
+    return run.run_dir / "metrics.csv"
+
+
+def _read_metric_arrays(run, updates_done: int):
+    """Metrics already on disk, truncated to ``updates_done`` (drops a half-written chunk)."""
+    path = _metric_path(run)
+    if updates_done == 0 or not path.exists():
+        if path.exists():
+            path.unlink()
+        return None
+    with path.open() as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if int(r["update"]) < updates_done]
+        header = reader.fieldnames
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    skip = {"label", "setting", "seed", "update", "env_steps", *options_of(run.module.HParams)}
+    names = [h for h in header if h not in skip]
+    metrics = {n: np.full((run.num_members, updates_done), np.nan) for n in names}
+    for r in rows:
+        member = int(r["setting"]) * run.seeds + int(r["seed"])
+        for n in names:
+            metrics[n][member, int(r["update"])] = float(r[n])
+    return metrics
+
+
+def _append_csv(run, metrics_chunk: dict, first_update: int, steps_per_update: int):
+    path = _metric_path(run)
+    hp_names = list(options_of(run.module.HParams))
+    names = list(metrics_chunk)
+    header = ["label", "setting", "seed", "update", "env_steps", *hp_names, *names]
+    new = not path.exists()
+    length = next(iter(metrics_chunk.values())).shape[1]
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(header)
+        for member in range(run.num_members):
+            g, s = divmod(member, run.seeds)
+            setting = run.settings[g]
+            label = _label(setting, run.sweep)
+            hp_values = [f"{getattr(setting, n):g}" for n in hp_names]
+            for i in range(length):
+                u = first_update + i
+                row = [label, g, s, u, (u + 1) * steps_per_update, *hp_values]
+                row += [f"{float(metrics_chunk[n][member, i]):.6g}" for n in names]
+                writer.writerow(row)
+
+
+def _check_finite(metrics_chunk: dict, first_update: int):
+    for name, values in metrics_chunk.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            members, steps = np.nonzero(bad)
+            raise NonFiniteError(
+                f"metric {name!r} became non-finite at update {first_update + int(steps.min())} "
+                f"for member(s) {sorted(set(members.tolist()))[:8]}; the last checkpoint holds the state before it"
+            )
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _write_checkpoint(run, state, updates_done: int, wall: float):
+    path = run.run_dir / "checkpoint.eqx"
+    tmp = path.with_suffix(".tmp")
+    eqx.tree_serialise_leaves(tmp, jax.device_get(state))
+    os.replace(tmp, path)
+    progress = {"updates_done": updates_done, "num_updates": run.num_updates, "wall_seconds": wall}
+    tmp = run.run_dir / "progress.tmp"
+    tmp.write_text(json.dumps(progress) + "\n")
+    os.replace(tmp, run.run_dir / "progress.json")
+
+
+def _loop(run: _Run, state, member_hparams, *, start: int, metrics, stop_after_chunks) -> RunResult:
+    recipe, _, chunk_fn = run.functions(run.chunk)
+    steps_per_update = recipe.env_steps_per_update
+    total_steps = run.num_updates * steps_per_update
+    collected = [] if metrics is None else [metrics]
+    run.log(
+        f"pgkit: {run.spec['recipe']} on {run.spec['env']}: {len(run.settings)} setting(s) x {run.seeds} seed(s), "
+        f"{total_steps:,} env steps each, {run.num_updates} updates in chunks of {run.chunk}, "
+        f"{len(jax.devices())} {jax.default_backend()} device(s)"
+    )
+    t_compile = time.perf_counter()
+    compiled = {}
+
+    def compiled_chunk(length):
+        if length not in compiled:
+            fn = chunk_fn if length == run.chunk else run.functions(length)[2]
+            compiled[length] = fn.lower(state, member_hparams).compile()
+        return compiled[length]
+
+    compiled_chunk(min(run.chunk, run.num_updates - start) if start < run.num_updates else run.chunk)
+    compile_seconds = time.perf_counter() - t_compile
+    run.log(f"compiled in {compile_seconds:.1f}s")
+    u, chunks, t_start, run_seconds = start, 0, time.perf_counter(), 0.0
+    while u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks):
+        length = min(run.chunk, run.num_updates - u)
+        t0 = time.perf_counter()
+        state, chunk_metrics = compiled_chunk(length)(state, member_hparams)
+        chunk_metrics = {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(chunk_metrics).items()}
+        dt = time.perf_counter() - t0
+        run_seconds += dt
+        _check_finite(chunk_metrics, u)
+        collected.append(chunk_metrics)
+        if run.run_dir is not None:
+            _append_csv(run, chunk_metrics, u, steps_per_update)
+        u += length
+        chunks += 1
+        if run.run_dir is not None:
+            _write_checkpoint(run, state, u, time.perf_counter() - t_start)
+        returns = chunk_metrics["episode_return"][:, -1]
+        rate = run.num_members * length * steps_per_update / dt
+        eta = (run.num_updates - u) * run_seconds / max(u - start, 1)
+        run.log(
+            f"update {u:>5}/{run.num_updates} | steps {u * steps_per_update:>10,}/{total_steps:,} | "
+            f"{rate:>10,.0f} steps/s | return mean {returns.mean():8.2f} min {returns.min():8.2f} "
+            f"max {returns.max():8.2f} | ETA {_format_duration(eta)}"
+        )
+    metrics = {k: np.concatenate([c[k] for c in collected], axis=1) for k in collected[0]} if collected else {}
+    summary = []
+    if u >= run.num_updates and metrics:
+        summary = _summarise(run, metrics)
+        if run.run_dir is not None:
+            (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            png = plot.plot_runs([run.run_dir], run.run_dir / "learning_curve.png")
+            run.log(f"wrote {run.run_dir / 'metrics.csv'}, {png}, {run.run_dir / 'checkpoint.eqx'}")
+    elif run.run_dir is not None:
+        run.log(f"stopped at update {u}/{run.num_updates}; continue with: pgkit resume {run.run_dir}")
+    return RunResult(state, metrics, run.run_dir, summary)
+
+
+def _summarise(run: _Run, metrics) -> list[dict]:
+    final = metrics["episode_return"][:, -1]
+    summary = []
+    for g, setting in enumerate(run.settings):
+        values = final[g * run.seeds : (g + 1) * run.seeds]
+        s = stats.summarise(values)
+        s["label"] = _label(setting, run.sweep)
+        summary.append(s)
+        run.log(
+            f"final return [{s['label']}]: mean {s['mean']:.2f} (95% CI {s['mean_low']:.2f} to {s['mean_high']:.2f}), "
+            f"IQM {s['iqm']:.2f}, min {s['min']:.2f}, max {s['max']:.2f} over {s['seeds']} seeds"
+        )
+    return summary
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(run_dir, *, episodes: int = 10, seed: int = 0, log: Callable[[str], None] | None = print) -> np.ndarray:
+    """Greedy evaluation of every member's final policy: ``[members, episodes]`` returns."""
+    from pgkit import envs
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "progress.json").exists():
+        raise ConfigError(f"run directory {str(run_dir)!r} not found or holds no checkpoint")
+    if episodes < 1:
+        raise ConfigError(f"option 'episodes' must be >= 1, got {episodes}")
+    spec = json.loads((run_dir / "config.json").read_text())
+    run = _Run(spec, run_dir, log or (lambda _: None))
+    keys, member_hparams = run.member_inputs()
+    recipe, init, _ = run.functions(run.chunk)
+    state = eqx.tree_deserialise_leaves(run_dir / "checkpoint.eqx", jax.eval_shape(init, keys, member_hparams))
+    eval_env = envs.make(spec["env"], num_envs=episodes)
+    max_steps = eval_env.max_episode_steps
+
+    def one_member(member_state, key):
+        reset_key, key = jax.random.split(key)
+        env_state, obs = eval_env.reset(reset_key)
+
+        def step(carry, key):
+            env_state, obs, total, alive = carry
+            act_key, step_key = jax.random.split(key)
+            actions = recipe.act(member_state, act_key, obs)
+            env_state, out = eval_env.step(step_key, env_state, actions)
+            total = total + jnp.where(alive, out.reward, 0.0)
+            alive = alive & ~(out.terminated | out.truncated)
+            return (env_state, out.obs, total, alive), None
+
+        init_carry = (env_state, obs, jnp.zeros(episodes), jnp.ones(episodes, bool))
+        (_, _, total, _), _ = jax.lax.scan(step, init_carry, jax.random.split(key, max_steps))
+        return total
+
+    member_keys = jax.random.split(jax.random.PRNGKey(seed), run.num_members)
+    returns = np.asarray(jax.jit(jax.vmap(one_member))(state, member_keys))
+    for g, setting in enumerate(run.settings):
+        values = returns[g * run.seeds : (g + 1) * run.seeds]
+        (log or (lambda _: None))(
+            f"eval [{_label(setting, run.sweep)}]: mean return {values.mean():.2f} over "
+            f"{run.seeds} seed(s) x {episodes} episode(s) (min {values.min():.2f}, max {values.max():.2f})"
+        )
+    return returns
+
