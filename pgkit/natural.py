@@ -1,3 +1,530 @@
-"""pgkit.natural (see ARCHITECTURE: estimator layer; imports only jax, chex, distrax)."""
+"""Natural-gradient machinery: Fisher-vector products, conjugate gradient, natural step, line search.
 
-__all__: list[str] = []
+Estimator layer (see ARCHITECTURE): imports only jax. The functions act on parameter pytrees
+(any nesting of arrays, e.g. an equinox module's array leaves) and are written so that a whole
+TRPO / NPG update jits: iteration counts are static Python ints, every float is traced, and no
+Python control flow depends on a traced value.
+
+A TRPO step composes them as in Schulman et al. (2015, appendix C)::
+
+    fvp = lambda v: fisher_vector_product(kl_fn, params, v, damping=0.1)
+    x = conjugate_gradient(fvp, policy_gradient, iterations=10).solution   # x ≈ F⁻¹ g
+    full_step = natural_step(x, fvp(x), max_kl=0.01)                       # ½ sᵀ F s = δ
+    result = backtracking_line_search(surrogate_fn, kl_fn, params, full_step, max_kl=0.01)
+
+Tree arithmetic is written with ``jax.tree`` directly (equivalent to ``optax.tree.vdot`` /
+``add_scale``) so that the estimator layer does not depend on the optimizer library.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "CGResult",
+    "LineSearchResult",
+    "backtracking_line_search",
+    "compatible_features_weights",
+    "conjugate_gradient",
+    "empirical_fisher_vector_product",
+    "fisher_vector_product",
+    "natural_step",
+]
+
+_NPG_REFERENCE = (
+    "Kakade. A Natural Policy Gradient. NIPS 2001 (2002). "
+    "https://papers.nips.cc/paper/2073-a-natural-policy-gradient"
+)
+
+
+# --------------------------------------------------------------------------- tree helpers
+
+
+def _tree_vdot(a, b):
+    """Σ over leaves of ⟨a, b⟩ (real inner product), a scalar."""
+    leaves = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y), a, b))
+    if not leaves:
+        return jnp.zeros(())
+    return sum(leaves[1:], leaves[0])
+
+
+def _tree_add_scale(a, scale, b):
+    """a + scale * b, leafwise (scale a scalar)."""
+    return jax.tree.map(lambda x, y: x + jnp.asarray(scale, x.dtype) * y, a, b)
+
+
+def _tree_where(condition, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(condition, x, y), a, b)
+
+
+def _check_same_tree(fn_name: str, reference_name: str, reference, name: str, value) -> None:
+    ref_structure = jax.tree.structure(reference)
+    structure = jax.tree.structure(value)
+    if ref_structure != structure:
+        raise ValueError(
+            f"{fn_name}: `{name}` has tree structure {structure}, expected the structure of "
+            f"`{reference_name}` {ref_structure}."
+        )
+    for ref_leaf, leaf in zip(jax.tree.leaves(reference), jax.tree.leaves(value)):
+        if jnp.shape(ref_leaf) != jnp.shape(leaf):
+            raise ValueError(
+                f"{fn_name}: a leaf of `{name}` has shape {jnp.shape(leaf)}, expected the shape "
+                f"of the matching leaf of `{reference_name}` {jnp.shape(ref_leaf)}."
+            )
+
+
+# --------------------------------------------------------------------------- Fisher products
+
+
+def fisher_vector_product(kl_fn: Callable[[Any], Any], params, vector, *, damping=0.0):
+    """Fisher-vector product as the Hessian of the mean KL times a vector, plus damping.
+
+    ``F v + λ v`` with ``F = ∇²_θ KL̄(θ)|_{θ=θ_old}``, ``KL̄(θ) = mean_s KL(π_old(·|s) || π_θ(·|s))``,
+    computed forward-over-reverse: ``jax.jvp(jax.grad(kl_fn), (params,), (vector,))``. At
+    ``θ = θ_old`` the Hessian of the KL equals the Fisher information
+    ``E_s E_{a~π_old}[∇ log π ∇ log π^T]``; the cost is about two gradient evaluations.
+
+    ``kl_fn`` must hold ``π_old`` fixed: either a closure over the old distribution parameters
+    (logits, mean/log-std computed once and passed through ``jax.lax.stop_gradient``), or
+    ``lambda p: kl(stop_gradient(dist(p)), dist(p))``; both have the Fisher as Hessian at
+    ``params``.
+
+    Args:
+      kl_fn: ``params -> scalar`` mean KL(π_old || π_params) over a batch of states
+        (e.g. all ``[T, *B]`` states of the rollout).
+      params: parameter pytree θ_old at which the Hessian is taken.
+      vector: pytree v with the structure and leaf shapes of ``params``.
+      damping: scalar λ ≥ 0 (traced float) added as ``λ v`` (Tikhonov damping).
+
+    Returns:
+      Pytree ``F v + λ v`` with the structure of ``params``.
+
+    Gradients:
+      Differentiable in ``vector`` (linear) and ``params`` (third derivatives of ``kl_fn``);
+      callers normally do not differentiate through it.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> old = jax.nn.log_softmax(jnp.zeros(2))
+      >>> kl_fn = lambda p: jnp.sum(jnp.exp(old) * (old - jax.nn.log_softmax(p)))
+      >>> fv = pgkit.fisher_vector_product(kl_fn, jnp.zeros(2), jnp.array([1.0, 0.0]))
+      >>> print([round(float(v), 3) for v in fv])
+      [0.25, -0.25]
+
+    Reference:
+      Schulman, Levine, Moritz, Jordan, Abbeel. Trust Region Policy Optimization. 2015.
+      https://arxiv.org/abs/1502.05477 (appendix C). Also Kakade, A Natural Policy Gradient,
+      2001.
+    """
+    _check_same_tree("fisher_vector_product", "params", params, "vector", vector)
+    _, hessian_vector = jax.jvp(jax.grad(kl_fn), (params,), (vector,))
+    return _tree_add_scale(hessian_vector, damping, vector)
+
+
+def empirical_fisher_vector_product(score_vectors, vector, *, damping=0.0):
+    """Empirical Fisher-vector product from per-sample score vectors, plus damping.
+
+    ``F̂ v + λ v = (1/N) Sᵀ (S v) + λ v`` with rows ``S_i = ∇_θ log π_θ(a_i|s_i)`` (flattened).
+    Costs O(N P) and never forms the P × P matrix.
+
+    Args:
+      score_vectors: ``[N, P]`` per-sample flattened score vectors (e.g. the ``[T, *B]``
+        samples reshaped to N = T·prod(B) rows; ``jax.flatten_util.ravel_pytree`` flattens a
+        per-sample gradient pytree).
+      vector: ``[P]`` the vector v.
+      damping: scalar λ ≥ 0 (traced float).
+
+    Returns:
+      ``[P]`` the product.
+
+    Gradients:
+      Through ``score_vectors`` and ``vector``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> S = jnp.array([[1.0, 0.0], [1.0, 2.0]])
+      >>> fv = pgkit.empirical_fisher_vector_product(S, jnp.array([1.0, 1.0]), damping=0.1)
+      >>> print([round(float(v), 3) for v in fv])
+      [2.1, 3.1]
+
+    Reference:
+      Peters, Schaal. Natural Actor-Critic. Neurocomputing 71(7-9), 2008.
+      https://doi.org/10.1016/j.neucom.2007.11.026 (the Fisher as the expected outer product
+      of score vectors).
+    """
+    if jnp.ndim(score_vectors) != 2:
+        raise ValueError(
+            "empirical_fisher_vector_product: `score_vectors` must have shape [N, P], got "
+            f"{jnp.shape(score_vectors)}."
+        )
+    num_samples, num_params = jnp.shape(score_vectors)
+    if jnp.shape(vector) != (num_params,):
+        raise ValueError(
+            f"empirical_fisher_vector_product: `vector` has shape {jnp.shape(vector)}, expected "
+            f"({num_params},) to match `score_vectors` [N, P] = {jnp.shape(score_vectors)}."
+        )
+    projections = score_vectors @ vector
+    return score_vectors.T @ projections / num_samples + damping * vector
+
+
+# --------------------------------------------------------------------------- conjugate gradient
+
+
+class CGResult(NamedTuple):
+    """Result of ``conjugate_gradient``.
+
+    Attributes:
+      solution: pytree x ≈ A⁻¹ b with the structure of ``b``.
+      residual_norm_squared: scalar ‖r‖² of the final (recursively updated) residual
+        ``r = b - A x``.
+    """
+
+    solution: Any
+    residual_norm_squared: Any
+
+
+def conjugate_gradient(
+    matvec: Callable[[Any], Any],
+    b,
+    *,
+    iterations: int = 10,
+    residual_tol=1e-10,
+) -> CGResult:
+    """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``v ↦ A v``, over pytrees.
+
+    Conjugate gradient from ``x₀ = 0``: ``α = rᵀr / pᵀAp``, ``x ← x + α p``, ``r ← r - α A p``,
+    ``β = r'ᵀr' / rᵀr``, ``p ← r' + β p``. Runs exactly ``iterations`` steps in a
+    ``lax.fori_loop`` (one ``matvec`` call each); once ``rᵀr ≤ residual_tol`` the state is
+    frozen (masked with ``jnp.where``), so the result is the same as an early exit.
+
+    Args:
+      matvec: ``pytree -> pytree`` linear map v ↦ A v, A symmetric positive definite (e.g. a
+        damped Fisher-vector product).
+      b: right-hand side pytree (e.g. the policy gradient g).
+      iterations: static int ≥ 0, the number of CG steps (mark static under ``jax.jit``).
+      residual_tol: scalar (traced float) threshold on the squared residual norm ``rᵀr``.
+
+    Returns:
+      ``CGResult(solution, residual_norm_squared)``: x with the structure of ``b``, and the
+      scalar squared norm of the final residual (0-d array).
+
+    Gradients:
+      Differentiable through the loop (fixed trip count) in ``b`` and in arrays closed over by
+      ``matvec``; callers normally do not differentiate through it.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> A = jnp.array([[4.0, 1.0], [1.0, 3.0]])
+      >>> result = pgkit.conjugate_gradient(lambda v: A @ v, jnp.array([1.0, 2.0]), iterations=2)
+      >>> print([round(float(v), 4) for v in result.solution])
+      [0.0909, 0.6364]
+
+    Reference:
+      Schulman, Levine, Moritz, Jordan, Abbeel. Trust Region Policy Optimization. 2015.
+      https://arxiv.org/abs/1502.05477 (appendix C); Nocedal, Wright. Numerical Optimization,
+      2006, algorithm 5.2.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(
+            f"conjugate_gradient: `iterations` must be a static Python int >= 0, got {iterations!r}."
+        )
+    x = jax.tree.map(jnp.zeros_like, b)
+    rdotr = _tree_vdot(b, b)
+
+    def body(_, state):
+        x, r, p, rdotr = state
+        a_p = matvec(p)
+        p_a_p = _tree_vdot(p, a_p)
+        # Frozen once converged (or on a breakdown pᵀAp ≤ 0, which SPD rules out).
+        active = jnp.logical_and(rdotr > residual_tol, p_a_p > 0)
+        alpha = jnp.where(active, rdotr / jnp.where(active, p_a_p, 1.0), 0.0)
+        new_x = _tree_add_scale(x, alpha, p)
+        new_r = _tree_add_scale(r, -alpha, a_p)
+        new_rdotr = _tree_vdot(new_r, new_r)
+        beta = new_rdotr / jnp.where(active, rdotr, 1.0)
+        new_p = _tree_add_scale(new_r, beta, p)
+        return (
+            _tree_where(active, new_x, x),
+            _tree_where(active, new_r, r),
+            _tree_where(active, new_p, p),
+            jnp.where(active, new_rdotr, rdotr),
+        )
+
+    x, _, _, rdotr = jax.lax.fori_loop(0, iterations, body, (x, b, b, rdotr))
+    return CGResult(solution=x, residual_norm_squared=rdotr)
+
+
+# --------------------------------------------------------------------------- natural step
+
+
+def natural_step(direction, fisher_direction, *, max_kl):
+    """Scale a search direction so that the quadratic KL model equals the trust-region radius.
+
+    ``s = sqrt(2 δ / (xᵀ F x)) · x``, so that ``½ sᵀ F s = δ`` (for ``x = F⁻¹ g`` this is the
+    NPG / TRPO full step). Returns a zero step when ``xᵀ F x ≤ 0`` (a zero direction).
+
+    Args:
+      direction: pytree x (e.g. the conjugate-gradient solution of ``F x = g``).
+      fisher_direction: pytree ``F x`` with the structure of ``direction`` (the Fisher-vector
+        product of the direction, computed once by the caller; damped or not, as wanted).
+      max_kl: scalar δ > 0 (traced float), the KL trust-region radius.
+
+    Returns:
+      Pytree step ``s`` with the structure of ``direction``.
+
+    Gradients:
+      Through both inputs (callers normally do not differentiate through it).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([1.0, 0.0])
+      >>> step = pgkit.natural_step(x, 2.0 * x, max_kl=0.01)
+      >>> print([round(float(v), 4) for v in step])
+      [0.1, 0.0]
+
+    Reference:
+      Schulman, Levine, Moritz, Jordan, Abbeel. Trust Region Policy Optimization. 2015.
+      https://arxiv.org/abs/1502.05477 (appendix C). Also Kakade, A Natural Policy Gradient,
+      2001.
+    """
+    _check_same_tree("natural_step", "direction", direction, "fisher_direction", fisher_direction)
+    curvature = _tree_vdot(direction, fisher_direction)
+    positive = curvature > 0
+    scale = jnp.where(
+        positive, jnp.sqrt(2.0 * max_kl / jnp.where(positive, curvature, 1.0)), 0.0
+    )
+    return jax.tree.map(lambda x: jnp.asarray(scale, x.dtype) * x, direction)
+
+
+# --------------------------------------------------------------------------- line search
+
+
+class LineSearchResult(NamedTuple):
+    """Result of ``backtracking_line_search``.
+
+    Attributes:
+      params: the accepted parameters ``θ + ρ^j s`` (the original ``θ`` when nothing was
+        accepted).
+      accepted: bool scalar, whether some step size was accepted.
+      num_backtracks: int32 scalar j, the number of rejected step sizes before the accepted one
+        (``max_backtracks`` when none was accepted).
+      step_fraction: scalar ``ρ^j`` of the accepted step (0 when none was accepted).
+      surrogate_improvement: scalar ``L(θ_new) - L(θ)`` of the returned parameters (0 when
+        none was accepted).
+      kl: scalar ``kl_fn(θ_new)`` of the returned parameters (0 when none was accepted).
+    """
+
+    params: Any
+    accepted: Any
+    num_backtracks: Any
+    step_fraction: Any
+    surrogate_improvement: Any
+    kl: Any
+
+
+def backtracking_line_search(
+    surrogate_fn: Callable[[Any], Any],
+    kl_fn: Callable[[Any], Any],
+    params,
+    full_step,
+    *,
+    max_kl,
+    backtrack_ratio=0.5,
+    max_backtracks: int = 10,
+) -> LineSearchResult:
+    """TRPO backtracking line search: the largest ``ρ^j`` step that improves the surrogate within the KL.
+
+    Tries ``θ_j = θ + ρ^j s`` for ``j = 0, 1, ..., max_backtracks - 1`` and accepts the first
+    with ``L(θ_j) - L(θ) ≥ 0`` and ``KL̄(θ_j) ≤ δ``. ``surrogate_fn`` is *maximised* (e.g. the
+    importance-sampled surrogate ``mean(r_t A_t)``, not a loss). If no candidate passes, the
+    original ``θ`` is returned with ``accepted=False``. A NaN surrogate or KL rejects the
+    candidate. Runs in a ``lax.while_loop`` (stops at the first acceptance; jit- and
+    vmap-compatible, not reverse-differentiable).
+
+    Args:
+      surrogate_fn: ``params -> scalar`` surrogate L to maximise (data closed over).
+      kl_fn: ``params -> scalar`` mean KL(π_old || π_params) over the batch states, π_old fixed
+        at ``params`` (data closed over).
+      params: current parameter pytree θ (= θ_old).
+      full_step: pytree s with the structure of ``params`` (e.g. from ``natural_step``).
+      max_kl: scalar δ (traced float), the KL constraint.
+      backtrack_ratio: scalar ρ ∈ (0, 1) (traced float) shrinking the step at each rejection.
+      max_backtracks: static int ≥ 1, the number of step sizes tried.
+
+    Returns:
+      ``LineSearchResult(params, accepted, num_backtracks, step_fraction,
+      surrogate_improvement, kl)``: new parameters with the structure of ``params``, and
+      scalars (see ``LineSearchResult``).
+
+    Gradients:
+      None (a ``while_loop`` search; treat the result as a constant).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> result = pgkit.backtracking_line_search(
+      ...     lambda p: p[0], lambda p: 0.5 * jnp.sum(p ** 2), jnp.zeros(1), jnp.array([1.0]),
+      ...     max_kl=0.1)
+      >>> print(bool(result.accepted), int(result.num_backtracks), float(result.params[0]))
+      True 2 0.25
+
+    Reference:
+      Schulman, Levine, Moritz, Jordan, Abbeel. Trust Region Policy Optimization. 2015.
+      https://arxiv.org/abs/1502.05477 (appendix C).
+    """
+    if (
+        isinstance(max_backtracks, bool)
+        or not isinstance(max_backtracks, int)
+        or max_backtracks < 1
+    ):
+        raise ValueError(
+            "backtracking_line_search: `max_backtracks` must be a static Python int >= 1, got "
+            f"{max_backtracks!r}."
+        )
+    _check_same_tree("backtracking_line_search", "params", params, "full_step", full_step)
+    base_surrogate = surrogate_fn(params)
+    if jnp.shape(base_surrogate) != ():
+        raise ValueError(
+            "backtracking_line_search: `surrogate_fn` must return a scalar, got shape "
+            f"{jnp.shape(base_surrogate)}."
+        )
+    base_kl = kl_fn(params)
+    if jnp.shape(base_kl) != ():
+        raise ValueError(
+            "backtracking_line_search: `kl_fn` must return a scalar, got shape "
+            f"{jnp.shape(base_kl)}."
+        )
+    value_dtype = jnp.result_type(base_surrogate, base_kl, float)
+    ratio = jnp.asarray(backtrack_ratio, value_dtype)
+
+    def candidate(j):
+        fraction = ratio ** j.astype(value_dtype)
+        return fraction, _tree_add_scale(params, fraction, full_step)
+
+    def cond(state):
+        j, accepted = state[0], state[1]
+        return jnp.logical_and(jnp.logical_not(accepted), j < max_backtracks)
+
+    def body(state):
+        j, _, new_params, _, _, _ = state
+        fraction, trial = candidate(j)
+        improvement = (surrogate_fn(trial) - base_surrogate).astype(value_dtype)
+        kl = jnp.asarray(kl_fn(trial), value_dtype)
+        ok = jnp.logical_and(improvement >= 0, kl <= max_kl)
+        zero = jnp.zeros((), value_dtype)
+        return (
+            jnp.where(ok, j, j + 1),
+            ok,
+            _tree_where(ok, trial, new_params),
+            jnp.where(ok, fraction, zero),
+            jnp.where(ok, improvement, zero),
+            jnp.where(ok, kl, zero),
+        )
+
+    zero = jnp.zeros((), value_dtype)
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), params, zero, zero, zero)
+    j, accepted, new_params, fraction, improvement, kl = jax.lax.while_loop(cond, body, init)
+    return LineSearchResult(
+        params=new_params,
+        accepted=accepted,
+        num_backtracks=j,
+        step_fraction=fraction,
+        surrogate_improvement=improvement,
+        kl=kl,
+    )
+
+
+# --------------------------------------------------------------------------- natural actor-critic
+
+
+def compatible_features_weights(
+    score_vectors,
+    advantages,
+    weights=None,
+    *,
+    ridge=0.0,
+    stop_target_gradients: bool = True,
+):
+    """Natural-gradient estimate as the least-squares fit of advantages on compatible features.
+
+    ``w = argmin_w Σ_i q_i (A_i - ψ_iᵀ w)² + ridge ‖w‖²`` with compatible features
+    ``ψ_i = ∇_θ log π_θ(a_i|s_i)`` and normalised sample weights ``q_i`` (uniform by default),
+    i.e. ``(F̂ + ridge I) w = ĝ`` with ``F̂ = Σ q_i ψ_i ψ_iᵀ`` and ``ĝ = Σ q_i ψ_i A_i``.
+    With exact expectations this is ``w = F⁻¹ g``: the natural policy gradient (Kakade 2001;
+    Peters & Schaal 2008). When ``F̂`` is singular (e.g. an over-parameterised softmax) and
+    ``ridge = 0``, the minimum-norm solution ``F̂⁺ ĝ`` is returned. Solved as an (augmented)
+    least-squares problem in O(N P²); for large P use ``conjugate_gradient`` with
+    ``empirical_fisher_vector_product`` instead.
+
+    Args:
+      score_vectors: ``[N, P]`` flattened score vectors ψ_i (e.g. the ``[T, *B]`` samples
+        reshaped to N rows).
+      advantages: ``[N]`` advantage estimates A_i (or Q-estimates: a state-dependent offset
+        does not change the solution in expectation).
+      weights: optional ``[N]`` non-negative sample weights (e.g. exact probabilities
+        d(s) π(a|s) when enumerating state-action pairs); normalised to sum to one.
+      ridge: scalar ≥ 0 (traced float), Tikhonov regularisation added to ``F̂``.
+      stop_target_gradients: if True (default), no gradient flows into ``advantages``.
+
+    Returns:
+      ``[P]`` the weights w (the natural-gradient direction; unflatten with the function
+      returned by ``jax.flatten_util.ravel_pytree``).
+
+    Gradients:
+      Through ``score_vectors`` (and ``weights``; and ``advantages`` when
+      ``stop_target_gradients=False``), via the SVD of the least-squares solve; not meant for
+      differentiation.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> S = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+      >>> w = pgkit.compatible_features_weights(S, jnp.array([2.0, 1.0, -2.0, -1.0]))
+      >>> print([round(float(v), 3) for v in w])
+      [2.0, 1.0]
+
+    Reference:
+      Peters, Schaal. Natural Actor-Critic. Neurocomputing 71(7-9), 2008.
+      https://doi.org/10.1016/j.neucom.2007.11.026 ; Kakade. A Natural Policy Gradient, 2001.
+      https://papers.nips.cc/paper/2073-a-natural-policy-gradient ; Sutton, McAllester, Singh,
+      Mansour. Policy Gradient Methods for Reinforcement Learning with Function Approximation,
+      2000 (compatible features).
+    """
+    if jnp.ndim(score_vectors) != 2:
+        raise ValueError(
+            "compatible_features_weights: `score_vectors` must have shape [N, P], got "
+            f"{jnp.shape(score_vectors)}."
+        )
+    num_samples, num_params = jnp.shape(score_vectors)
+    if jnp.shape(advantages) != (num_samples,):
+        raise ValueError(
+            f"compatible_features_weights: `advantages` has shape {jnp.shape(advantages)}, "
+            f"expected ({num_samples},) to match `score_vectors` [N, P] = "
+            f"{jnp.shape(score_vectors)}."
+        )
+    if weights is None:
+        weights = jnp.full((num_samples,), 1.0 / num_samples, score_vectors.dtype)
+    elif jnp.shape(weights) != (num_samples,):
+        raise ValueError(
+            f"compatible_features_weights: `weights` has shape {jnp.shape(weights)}, expected "
+            f"({num_samples},) to match `score_vectors` [N, P] = {jnp.shape(score_vectors)}."
+        )
+    else:
+        weights = weights / jnp.sum(weights)
+    if stop_target_gradients:
+        advantages = jax.lax.stop_gradient(advantages)
+    root_weights = jnp.sqrt(weights)
+    design = jnp.concatenate(
+        [
+            root_weights[:, None] * score_vectors,
+            jnp.sqrt(jnp.asarray(ridge, score_vectors.dtype))
+            * jnp.eye(num_params, dtype=score_vectors.dtype),
+        ],
+        axis=0,
+    )
+    response = jnp.concatenate(
+        [root_weights * advantages, jnp.zeros((num_params,), score_vectors.dtype)]
+    )
+    solution, *_ = jnp.linalg.lstsq(design, response)
+    return solution
