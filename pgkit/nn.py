@@ -1,0 +1,609 @@
+"""Equinox networks for policies and critics.
+
+Every module acts on ONE example (an observation vector ``[obs_size]``, an action vector
+``[action_size]``); callers batch with ``jax.vmap`` (or ``eqx.filter_vmap``)::
+
+    logits = jax.vmap(policy)(obs)            # obs [E, obs_size] -> logits [E, A]
+
+Initialisation follows the usual PPO recipe (Engstrom et al., 2020; Huang et al., 2022):
+orthogonal weights with gain √2 on hidden layers, 0.01 on policy heads and 1.0 on value / Q
+heads, zero biases. Activations are named by string (``'tanh'``, ``'relu'``, ``'elu'``,
+``'gelu'``, ``'silu'``) and stored as static fields, so modules stay plain pytrees of arrays.
+
+Sampling and log-probabilities go through distrax (``distribution(obs)``); pass raw parameters
+(logits, mean, log-std) across jit/vmap boundaries and build distributions inside. Squashed
+(tanh) Gaussian actions are sampled by ``pgkit.actions.tanh_gaussian_sample_and_log_prob``
+from the ``(mean, log_std)`` that :class:`TanhGaussianPolicy` returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import distrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+__all__ = [
+    "MLP",
+    "CategoricalPolicy",
+    "GaussianPolicy",
+    "TanhGaussianPolicy",
+    "DeterministicPolicy",
+    "ValueCritic",
+    "QCritic",
+    "TwinQCritic",
+    "DiscreteTwinQCritic",
+    "orthogonal_linear",
+]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "elu": jax.nn.elu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+}
+"""Activation functions by name (the names accepted by every ``activation=`` argument)."""
+
+HIDDEN_GAIN = math.sqrt(2.0)
+POLICY_GAIN = 0.01
+VALUE_GAIN = 1.0
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
+        )
+
+
+def _check_size(name: str, value, *, allow_scalar: bool = False) -> None:
+    if allow_scalar and value == "scalar":
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        expected = "a positive int or 'scalar'" if allow_scalar else "a positive int"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def orthogonal_linear(
+    in_size: int,
+    out_size: int | Literal["scalar"],
+    *,
+    gain: float,
+    key: PRNGKeyArray,
+) -> eqx.nn.Linear:
+    """An ``eqx.nn.Linear`` with orthogonal weights scaled by ``gain`` and zero bias.
+
+    For a square layer WᵀW = gain²·I; otherwise the rows or the columns (whichever are fewer)
+    are orthonormal, times ``gain`` (as ``torch.nn.init.orthogonal_``).
+
+    Args:
+        in_size: input features (static int).
+        out_size: output features (static int) or ``'scalar'`` for a scalar output.
+        gain: scale of the orthogonal matrix (static float).
+        key: PRNG key.
+
+    Returns:
+        An ``eqx.nn.Linear`` whose weight has shape ``[out_size, in_size]`` (``[1, in_size]``
+        for ``'scalar'``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> layer = pgkit.nn.orthogonal_linear(8, 8, gain=2.0, key=jax.random.key(0))
+        >>> bool(jnp.allclose(layer.weight.T @ layer.weight, 4.0 * jnp.eye(8), atol=1e-5))
+        True
+
+    Reference:
+        Saxe, McClelland, Ganguli, "Exact solutions to the nonlinear dynamics of learning in
+        deep linear neural networks", 2014. https://arxiv.org/abs/1312.6120
+    """
+    layer = eqx.nn.Linear(in_size, out_size, use_bias=True, key=key)
+    init = jax.nn.initializers.orthogonal(scale=gain)
+    weight = init(key, layer.weight.shape, layer.weight.dtype)
+    bias = jnp.zeros_like(layer.bias)
+    return eqx.tree_at(lambda l: (l.weight, l.bias), layer, (weight, bias))
+
+
+class MLP(eqx.Module):
+    """A multilayer perceptron on one example, orthogonally initialised.
+
+    y = W_L·σ(…σ(W_1·x + b_1)…) + b_L with σ = ``activation`` on every hidden layer and no
+    activation on the output layer.
+
+    Args:
+        in_size: input size (static int).
+        out_size: output size (static int), or ``'scalar'`` for a scalar output (shape ``[]``).
+        hidden_sizes: widths of the hidden layers (static; ``()`` gives a linear map).
+        activation: name of the hidden activation, a key of :data:`ACTIVATIONS`.
+        final_gain: orthogonal gain of the output layer (0.01 for policy heads, 1.0 for value
+            heads).
+        hidden_gain: orthogonal gain of the hidden layers (default √2).
+        key: PRNG key (keyword-only).
+
+    ``__call__(x)``: ``x`` of shape ``[in_size]`` → ``[out_size]`` (or ``[]`` for ``'scalar'``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = pgkit.nn.MLP(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
+        >>> net(jnp.ones(4)).shape
+        (2,)
+        >>> jax.vmap(net)(jnp.ones((5, 4))).shape
+        (5, 2)
+        >>> pgkit.nn.MLP(4, "scalar", key=jax.random.key(0))(jnp.ones(4)).shape
+        ()
+    """
+
+    layers: tuple[eqx.nn.Linear, ...]
+    activation: str = eqx.field(static=True)
+    in_size: int = eqx.field(static=True)
+    out_size: int | str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        out_size: int | Literal["scalar"],
+        *,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        final_gain: float = 1.0,
+        hidden_gain: float = HIDDEN_GAIN,
+        key: PRNGKeyArray,
+    ):
+        _check_size("in_size", in_size)
+        _check_size("out_size", out_size, allow_scalar=True)
+        for width in hidden_sizes:
+            _check_size("hidden_sizes entries", width)
+        _check_activation(activation)
+        sizes = (in_size, *hidden_sizes)
+        keys = jax.random.split(key, len(sizes))
+        layers = [
+            orthogonal_linear(sizes[i], sizes[i + 1], gain=hidden_gain, key=keys[i])
+            for i in range(len(sizes) - 1)
+        ]
+        layers.append(orthogonal_linear(sizes[-1], out_size, gain=final_gain, key=keys[-1]))
+        self.layers = tuple(layers)
+        self.activation = activation
+        self.in_size = in_size
+        self.out_size = out_size
+
+    def __call__(self, x: Float[Array, " in_size"]) -> Array:
+        sigma = ACTIVATIONS[self.activation]
+        for layer in self.layers[:-1]:
+            x = sigma(layer(x))
+        return self.layers[-1](x)
+
+
+class CategoricalPolicy(eqx.Module):
+    """A categorical policy π(a|s) = softmax(logits(s))_a for discrete actions.
+
+    Args:
+        obs_size: observation size (static int).
+        num_actions: number of actions A (static int).
+        hidden_sizes: hidden widths (static), default ``(64, 64)``.
+        activation: hidden activation name, default ``'tanh'``.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs)``: ``obs [obs_size]`` → logits ``[A]``.
+    ``distribution(obs)``: a ``distrax.Categorical`` over ``A`` actions.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> policy = pgkit.nn.CategoricalPolicy(4, 2, key=jax.random.key(0))
+        >>> policy(jnp.ones(4)).shape
+        (2,)
+        >>> policy.distribution(jnp.ones(4)).sample(seed=jax.random.key(1)).shape
+        ()
+    """
+
+    net: MLP
+    num_actions: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_size: int,
+        num_actions: int,
+        *,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        key: PRNGKeyArray,
+    ):
+        _check_size("num_actions", num_actions)
+        self.net = MLP(
+            obs_size,
+            num_actions,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            final_gain=POLICY_GAIN,
+            key=key,
+        )
+        self.num_actions = num_actions
+
+    def __call__(self, obs: Float[Array, " obs_size"]) -> Float[Array, " A"]:
+        return self.net(obs)
+
+    def distribution(self, obs: Float[Array, " obs_size"]) -> distrax.Categorical:
+        """``distrax.Categorical(logits=self(obs))``."""
+        return distrax.Categorical(logits=self(obs))
+
+
+class GaussianPolicy(eqx.Module):
+    """A diagonal Gaussian policy N(μ(s), diag(exp(2·log_std))) with state-independent log-std.
+
+    The mean is an MLP (output gain 0.01); ``log_std`` is a free parameter vector of shape
+    ``[action_size]`` initialised to ``log_std_init``.
+
+    Args:
+        obs_size: observation size (static int).
+        action_size: action dimension (static int).
+        hidden_sizes: hidden widths (static), default ``(64, 64)``.
+        activation: hidden activation name, default ``'tanh'``.
+        log_std_init: initial value of every log-std entry.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs)``: ``obs [obs_size]`` → ``(mean [action_size], log_std [action_size])``.
+    ``distribution(obs)``: a ``distrax.MultivariateNormalDiag``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> policy = pgkit.nn.GaussianPolicy(3, 2, key=jax.random.key(0))
+        >>> mean, log_std = policy(jnp.ones(3))
+        >>> mean.shape, log_std.tolist()
+        ((2,), [0.0, 0.0])
+    """
+
+    net: MLP
+    log_std: Float[Array, " action_size"]
+    action_size: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        *,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+        key: PRNGKeyArray,
+    ):
+        _check_size("action_size", action_size)
+        self.net = MLP(
+            obs_size,
+            action_size,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            final_gain=POLICY_GAIN,
+            key=key,
+        )
+        self.log_std = jnp.full((action_size,), log_std_init, dtype=jnp.float32)
+        self.action_size = action_size
+
+    def __call__(self, obs: Float[Array, " obs_size"]):
+        mean = self.net(obs)
+        return mean, jnp.broadcast_to(self.log_std, mean.shape)
+
+    def distribution(self, obs: Float[Array, " obs_size"]) -> distrax.MultivariateNormalDiag:
+        """``distrax.MultivariateNormalDiag(mean, exp(log_std))``."""
+        mean, log_std = self(obs)
+        return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
+
+
+class TanhGaussianPolicy(eqx.Module):
+    """The pre-squash Gaussian of a tanh-Gaussian (SAC) policy, with state-dependent log-std.
+
+    One MLP outputs ``2·action_size`` numbers (μ, u); the log-std is bounded smoothly,
+    log σ = log_std_min + ½(log_std_max − log_std_min)(tanh(u) + 1) ∈ [log_std_min, log_std_max].
+    Actions a = tanh(μ + σ·ε) (rescaled to the bounds) and their log-probabilities come from
+    ``pgkit.actions.tanh_gaussian_sample_and_log_prob(mean, log_std, key=...)``.
+
+    Args:
+        obs_size: observation size (static int).
+        action_size: action dimension (static int).
+        hidden_sizes: hidden widths (static), default ``(256, 256)``.
+        activation: hidden activation name, default ``'relu'``.
+        log_std_min: lower bound of log σ (static float), default −5.
+        log_std_max: upper bound of log σ (static float), default 2.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs)``: ``obs [obs_size]`` → ``(mean [action_size], log_std [action_size])``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> policy = pgkit.nn.TanhGaussianPolicy(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
+        >>> mean, log_std = policy(jnp.ones(3))
+        >>> mean.shape, bool(jnp.all((log_std >= -5.0) & (log_std <= 2.0)))
+        ((2,), True)
+    """
+
+    net: MLP
+    action_size: int = eqx.field(static=True)
+    log_std_min: float = eqx.field(static=True)
+    log_std_max: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+        key: PRNGKeyArray,
+    ):
+        _check_size("action_size", action_size)
+        if not log_std_min < log_std_max:
+            raise ValueError(
+                f"log_std_min must be < log_std_max, got {log_std_min} and {log_std_max}"
+            )
+        self.net = MLP(
+            obs_size,
+            2 * action_size,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            final_gain=POLICY_GAIN,
+            key=key,
+        )
+        self.action_size = action_size
+        self.log_std_min = float(log_std_min)
+        self.log_std_max = float(log_std_max)
+
+    def __call__(self, obs: Float[Array, " obs_size"]):
+        out = self.net(obs)
+        mean, raw = out[: self.action_size], out[self.action_size :]
+        half_range = 0.5 * (self.log_std_max - self.log_std_min)
+        log_std = self.log_std_min + half_range * (jnp.tanh(raw) + 1.0)
+        return mean, log_std
+
+
+class DeterministicPolicy(eqx.Module):
+    """A deterministic policy μ(s) = tanh(MLP(s)) ∈ [−1, 1]^action_size (DDPG / TD3 actor).
+
+    Args:
+        obs_size: observation size (static int).
+        action_size: action dimension (static int).
+        hidden_sizes: hidden widths (static), default ``(256, 256)``.
+        activation: hidden activation name, default ``'relu'``.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs)``: ``obs [obs_size]`` → action ``[action_size]`` in [−1, 1] (the
+    environment wrapper rescales to the Box bounds).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> actor = pgkit.nn.DeterministicPolicy(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
+        >>> action = actor(100.0 * jnp.ones(3))
+        >>> action.shape, bool(jnp.all(jnp.abs(action) <= 1.0))
+        ((2,), True)
+    """
+
+    net: MLP
+    action_size: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        key: PRNGKeyArray,
+    ):
+        _check_size("action_size", action_size)
+        self.net = MLP(
+            obs_size,
+            action_size,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            final_gain=POLICY_GAIN,
+            key=key,
+        )
+        self.action_size = action_size
+
+    def __call__(self, obs: Float[Array, " obs_size"]) -> Float[Array, " action_size"]:
+        return jnp.tanh(self.net(obs))
+
+
+class ValueCritic(eqx.Module):
+    """A state-value critic V(s): an MLP with a scalar head (gain 1.0).
+
+    Args:
+        obs_size: observation size (static int).
+        hidden_sizes: hidden widths (static), default ``(64, 64)``.
+        activation: hidden activation name, default ``'tanh'``.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs)``: ``obs [obs_size]`` → scalar ``[]``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> critic = pgkit.nn.ValueCritic(4, key=jax.random.key(0))
+        >>> critic(jnp.ones(4)).shape, jax.vmap(critic)(jnp.ones((3, 4))).shape
+        ((), (3,))
+    """
+
+    net: MLP
+
+    def __init__(
+        self,
+        obs_size: int,
+        *,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        key: PRNGKeyArray,
+    ):
+        self.net = MLP(
+            obs_size,
+            "scalar",
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            final_gain=VALUE_GAIN,
+            key=key,
+        )
+
+    def __call__(self, obs: Float[Array, " obs_size"]) -> Float[Array, ""]:
+        return self.net(obs)
+
+
+class QCritic(eqx.Module):
+    """An action-value critic Q(s, a) = MLP([s, a]) with a scalar head (gain 1.0).
+
+    Args:
+        obs_size: observation size (static int).
+        action_size: action dimension (static int).
+        hidden_sizes: hidden widths (static), default ``(256, 256)``.
+        activation: hidden activation name, default ``'relu'``.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs, action)``: ``obs [obs_size]``, ``action [action_size]`` → scalar ``[]``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> q = pgkit.nn.QCritic(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
+        >>> q(jnp.ones(3), jnp.zeros(2)).shape
+        ()
+    """
+
+    net: MLP
+    obs_size: int = eqx.field(static=True)
+    action_size: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        key: PRNGKeyArray,
+    ):
+        _check_size("obs_size", obs_size)
+        _check_size("action_size", action_size)
+        self.net = MLP(
+            obs_size + action_size,
+            "scalar",
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            final_gain=VALUE_GAIN,
+            key=key,
+        )
+        self.obs_size = obs_size
+        self.action_size = action_size
+
+    def __call__(
+        self, obs: Float[Array, " obs_size"], action: Float[Array, " action_size"]
+    ) -> Float[Array, ""]:
+        return self.net(jnp.concatenate([obs, action], axis=-1))
+
+
+class TwinQCritic(eqx.Module):
+    """Two independent Q critics (clipped double-Q, TD3 / SAC), stored as one stacked pair.
+
+    ``critics`` is a :class:`QCritic` whose arrays carry a leading axis of size 2 (built and
+    evaluated with ``eqx.filter_vmap``), so both critics run in one batched matmul; their
+    parameters are initialised from different keys and share nothing.
+
+    Args:
+        obs_size: observation size (static int).
+        action_size: action dimension (static int).
+        hidden_sizes: hidden widths (static), default ``(256, 256)``.
+        activation: hidden activation name, default ``'relu'``.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs, action)`` → ``(q1 [], q2 [])``; ``q1(obs, action)`` → the first only.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> twin = pgkit.nn.TwinQCritic(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
+        >>> q1, q2 = twin(jnp.ones(3), jnp.zeros(2))
+        >>> q1.shape, q2.shape, bool(q1 != q2)
+        ((), (), True)
+    """
+
+    critics: QCritic
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        key: PRNGKeyArray,
+    ):
+        def make(k):
+            return QCritic(
+                obs_size, action_size, hidden_sizes=hidden_sizes, activation=activation, key=k
+            )
+
+        self.critics = eqx.filter_vmap(make)(jax.random.split(key, 2))
+
+    def __call__(self, obs: Float[Array, " obs_size"], action: Float[Array, " action_size"]):
+        q = eqx.filter_vmap(lambda critic: critic(obs, action))(self.critics)
+        return q[0], q[1]
+
+    def q1(
+        self, obs: Float[Array, " obs_size"], action: Float[Array, " action_size"]
+    ) -> Float[Array, ""]:
+        """Q₁(s, a) alone (the TD3 actor loss uses only the first critic)."""
+        first = jax.tree.map(lambda x: x[0], self.critics)
+        return first(obs, action)
+
+
+class DiscreteTwinQCritic(eqx.Module):
+    """Two independent discrete-action Q critics: s ↦ (Q₁(s, ·), Q₂(s, ·)) ∈ ℝ^A × ℝ^A.
+
+    Stacked like :class:`TwinQCritic`: ``critics`` is an :class:`MLP` whose arrays carry a
+    leading axis of size 2.
+
+    Args:
+        obs_size: observation size (static int).
+        num_actions: number of actions A (static int).
+        hidden_sizes: hidden widths (static), default ``(256, 256)``.
+        activation: hidden activation name, default ``'relu'``.
+        key: PRNG key (keyword-only).
+
+    ``__call__(obs)``: ``obs [obs_size]`` → ``(q1 [A], q2 [A])``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> twin = pgkit.nn.DiscreteTwinQCritic(4, 3, hidden_sizes=(16,), key=jax.random.key(0))
+        >>> q1, q2 = twin(jnp.ones(4))
+        >>> q1.shape, q2.shape
+        ((3,), (3,))
+    """
+
+    critics: MLP
+    num_actions: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_size: int,
+        num_actions: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        key: PRNGKeyArray,
+    ):
+        _check_size("num_actions", num_actions)
+
+        def make(k):
+            return MLP(
+                obs_size,
+                num_actions,
+                hidden_sizes=hidden_sizes,
+                activation=activation,
+                final_gain=VALUE_GAIN,
+                key=k,
+            )
+
+        self.critics = eqx.filter_vmap(make)(jax.random.split(key, 2))
+        self.num_actions = num_actions
+
+    def __call__(self, obs: Float[Array, " obs_size"]):
+        q = eqx.filter_vmap(lambda critic: critic(obs))(self.critics)
+        return q[0], q[1]

@@ -1,0 +1,210 @@
+"""On-policy rollouts: ``lax.scan`` over a :class:`pgkit.envs.VecEnv` into a time-major Trajectory.
+
+::
+
+    env_state, obs, traj = rollout(key, env, env_state, obs, act_fn, num_steps=128,
+                                   gamma=0.99, value_fn=value_fn)
+    advantages = pgkit.gae(traj.rewards, traj.discounts, traj.dones, traj.values,
+                           traj.next_values, ...)
+
+Episode semantics follow CONTRIBUTING: ``discounts[t] = γ·(1 − terminated_t)``,
+``dones[t] = terminated_t ∨ truncated_t``, ``next_obs[t]`` is the true next observation s'_t
+(pre-reset on a done step) and ``next_values[t] = V(s'_t)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from pgkit.envs import VecEnv, VecEnvState
+
+__all__ = ["EpisodeStatistics", "Trajectory", "completed_episode_statistics", "rollout"]
+
+
+class Trajectory(NamedTuple):
+    """A time-major batch of transitions ``[T, E, ...]`` collected by :func:`rollout`.
+
+    Attributes:
+        obs: s_t, ``[T, E, obs_size]`` (what the policy acted on).
+        actions: a_t, ``[T, E]`` (discrete) or ``[T, E, action_size]``.
+        rewards: r_t, ``[T, E]``.
+        discounts: γ·(1 − terminated_t), ``[T, E]``.
+        dones: terminated_t ∨ truncated_t, ``[T, E]`` bool.
+        terminated: ``[T, E]`` bool.
+        truncated: ``[T, E]`` bool.
+        next_obs: s'_t, the true next observation (pre-reset where done), ``[T, E, obs_size]``.
+        log_probs: log π(a_t|s_t) of the behaviour policy, ``[T, E]``.
+        values: V(s_t) from the behaviour critic, ``[T, E]``.
+        next_values: V(s'_t) from ``value_fn`` (zeros without one), ``[T, E]``.
+        episode_returns: undiscounted return of the episode ending at t (valid where done),
+            ``[T, E]``.
+        episode_lengths: its length (valid where done), ``[T, E]`` int32.
+    """
+
+    obs: Float[Array, "T E obs_size"]
+    actions: Array
+    rewards: Float[Array, "T E"]
+    discounts: Float[Array, "T E"]
+    dones: Bool[Array, "T E"]
+    terminated: Bool[Array, "T E"]
+    truncated: Bool[Array, "T E"]
+    next_obs: Float[Array, "T E obs_size"]
+    log_probs: Float[Array, "T E"]
+    values: Float[Array, "T E"]
+    next_values: Float[Array, "T E"]
+    episode_returns: Float[Array, "T E"]
+    episode_lengths: Int[Array, "T E"]
+
+
+def rollout(
+    key: Array,
+    env: VecEnv,
+    env_state: VecEnvState,
+    obs: Float[Array, "E obs_size"],
+    act_fn: Callable[[Array, Array], tuple[Array, Array, Array]],
+    *,
+    num_steps: int,
+    gamma: float | Array,
+    value_fn: Callable[[Array], Array] | None = None,
+    training: bool = True,
+) -> tuple[VecEnvState, Float[Array, "E obs_size"], Trajectory]:
+    """Run ``act_fn`` in ``env`` for ``num_steps`` steps and return a time-major Trajectory.
+
+    For t = 0..T−1: (a_t, log π(a_t|s_t), V(s_t)) = act_fn(k_t, s_t); s_{t+1}, r_t, … =
+    env.step(k'_t, a_t). All 2T keys come from ONE split of ``key`` made before the scan (no
+    split inside the loop body besides the env's own per-env split). After the scan,
+    ``next_values = value_fn(next_obs)`` is evaluated in one batched call over ``T·E`` rows.
+
+    Args:
+        key: PRNG key.
+        env: a :class:`pgkit.envs.VecEnv` with E environments (static).
+        env_state: its current state.
+        obs: the observations to act on, ``[E, obs_size]`` (from ``reset`` or the previous
+            rollout's ``last_obs``).
+        act_fn: ``act_fn(key, obs [E, obs_size]) -> (actions, log_probs [E], values [E])``;
+            actions ``[E]`` int or ``[E, action_size]`` in [−1, 1]. Return zeros for values
+            (or log-probs) that an algorithm does not need.
+        num_steps: T, the rollout length (static int).
+        gamma: discount factor γ (traced float or array).
+        value_fn: ``value_fn(obs [N, obs_size]) -> [N]``; ``None`` gives zero next_values.
+        training: static bool forwarded to ``env.step`` (False freezes normalisation stats).
+
+    Returns:
+        ``(env_state, last_obs [E, obs_size], trajectory)``: the state after T steps, the
+        observations to act on next and a :class:`Trajectory` with arrays ``[T, E, ...]``.
+
+    Gradients:
+        None intended: the rollout collects data; wrap the result in ``stop_gradient`` if it
+        is used inside a differentiated function.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> env = pgkit.envs.make("CartPole-v1", num_envs=2)
+        >>> state, obs = env.reset(jax.random.key(0))
+        >>> def act_fn(key, obs):
+        ...     actions = jax.random.bernoulli(key, 0.5, obs.shape[:1]).astype(jnp.int32)
+        ...     return actions, jnp.full(obs.shape[:1], jnp.log(0.5)), jnp.zeros(obs.shape[:1])
+        >>> state, obs, traj = pgkit.rollout.rollout(jax.random.key(1), env, state, obs,
+        ...                                          act_fn, num_steps=5, gamma=0.99)
+        >>> traj.obs.shape, traj.rewards.shape, traj.next_values.shape
+        ((5, 2, 4), (5, 2), (5, 2))
+
+    Reference:
+        Lu et al., "Discovered Policy Optimisation" (purejaxrl, whole runs as one ``lax.scan``),
+        2022. https://arxiv.org/abs/2210.05639
+    """
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    expected = (env.num_envs, env.observation_size)
+    if tuple(obs.shape) != expected:
+        raise ValueError(f"obs must have shape [num_envs, obs_size]={expected}, got {obs.shape}")
+
+    keys = jax.random.split(key, (num_steps, 2))
+
+    def body(carry, step_keys):
+        state, current_obs = carry
+        actions, log_probs, values = act_fn(step_keys[0], current_obs)
+        state, step = env.step(step_keys[1], state, actions, training=training)
+        out = (current_obs, actions, log_probs, values, step)
+        return (state, step.obs), out
+
+    (env_state, last_obs), (obs_t, actions, log_probs, values, steps) = jax.lax.scan(
+        body, (env_state, obs), keys
+    )
+
+    T, E = num_steps, env.num_envs
+    if value_fn is None:
+        next_values = jnp.zeros((T, E), jnp.float32)
+    else:
+        flat = jnp.reshape(steps.final_obs, (T * E, env.observation_size))
+        next_values = jnp.reshape(value_fn(flat), (T, E))
+    gamma = jnp.asarray(gamma, jnp.float32)
+    trajectory = Trajectory(
+        obs=obs_t,
+        actions=actions,
+        rewards=steps.reward,
+        discounts=gamma * (1.0 - steps.terminated.astype(jnp.float32)),
+        dones=steps.terminated | steps.truncated,
+        terminated=steps.terminated,
+        truncated=steps.truncated,
+        next_obs=steps.final_obs,
+        log_probs=jnp.reshape(log_probs, (T, E)),
+        values=jnp.reshape(values, (T, E)),
+        next_values=next_values,
+        episode_returns=steps.episode_return,
+        episode_lengths=steps.episode_length,
+    )
+    return env_state, last_obs, trajectory
+
+
+class EpisodeStatistics(NamedTuple):
+    """Summary of the episodes that ended inside a trajectory.
+
+    Attributes:
+        mean_return: mean undiscounted return over completed episodes (0 when none).
+        num_episodes: number of completed episodes (int32).
+    """
+
+    mean_return: Float[Array, ""]
+    num_episodes: Int[Array, ""]
+
+
+def completed_episode_statistics(trajectory: Trajectory) -> EpisodeStatistics:
+    """Mean return and count of the episodes completed in ``trajectory`` (NaN-free).
+
+    mean_return = Σ_{t,e} done·G / max(1, Σ done), num_episodes = Σ done, where G is
+    ``episode_returns``. Works on any leading shape (e.g. ``[T, E]`` or ``[S, T, E]``).
+
+    Args:
+        trajectory: a :class:`Trajectory` (uses ``dones`` and ``episode_returns``).
+
+    Returns:
+        :class:`EpisodeStatistics` ``(mean_return [], num_episodes [])``; the mean is 0
+        (not NaN) when no episode ended.
+
+    Gradients:
+        None (statistics for logging).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> traj = pgkit.rollout.Trajectory(*([None] * 13))._replace(
+        ...     dones=jnp.array([[False, True], [True, True]]),
+        ...     episode_returns=jnp.array([[9.0, 2.0], [4.0, 6.0]]))
+        >>> stats = pgkit.rollout.completed_episode_statistics(traj)
+        >>> float(stats.mean_return), int(stats.num_episodes)
+        (4.0, 3)
+
+    Reference:
+        Sutton, Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, §3.3.
+        http://incompleteideas.net/book/the-book-2nd.html
+    """
+    dones = trajectory.dones
+    count = jnp.sum(dones, dtype=jnp.int32)
+    total = jnp.sum(jnp.where(dones, trajectory.episode_returns, 0.0))
+    mean = total / jnp.maximum(count, 1).astype(total.dtype)
+    return EpisodeStatistics(mean_return=mean, num_episodes=count)
