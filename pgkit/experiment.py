@@ -263,10 +263,8 @@ def _chunk_length(num_updates: int, requested: int | None) -> int:
         return min(requested, num_updates)
     # about 20 progress lines, with a chunk that divides the run (no second compilation)
     target = max(1, num_updates // 20)
-    for k in range(target, 0, -1):
-        if num_updates % k == 0 and k >= target // 2:
-            return k
-    return target
+    divisors = [k for k in range(max(1, target // 2), 2 * target + 1) if num_updates % k == 0]
+    return min(divisors, key=lambda k: abs(math.log(k / target))) if divisors else target
 
 
 class _Run:
@@ -568,8 +566,6 @@ def _summarise(run: _Run, metrics) -> list[dict]:
 
 def evaluate(run_dir, *, episodes: int = 10, seed: int = 0, log: Callable[[str], None] | None = print) -> np.ndarray:
     """Greedy evaluation of every member's final policy: ``[members, episodes]`` returns."""
-    from pgkit import envs
-
     run_dir = Path(run_dir)
     if not (run_dir / "progress.json").exists():
         raise ConfigError(f"run directory {str(run_dir)!r} not found or holds no checkpoint")
@@ -580,21 +576,24 @@ def evaluate(run_dir, *, episodes: int = 10, seed: int = 0, log: Callable[[str],
     keys, member_hparams = run.member_inputs()
     recipe, init, _ = run.functions(run.chunk)
     state = eqx.tree_deserialise_leaves(run_dir / "checkpoint.eqx", jax.eval_shape(init, keys, member_hparams))
-    eval_env = envs.make(spec["env"], num_envs=episodes)
-    max_steps = eval_env.max_episode_steps
+    eval_env = recipe.env.with_num_envs(episodes)
+    max_steps = int(eval_env.env_params.max_steps_in_episode)
 
     def one_member(member_state, key):
         reset_key, key = jax.random.split(key)
-        env_state, obs = eval_env.reset(reset_key)
+        # frozen observation statistics of the training environment, if the recipe has them
+        training_env = getattr(member_state, "env_state", None)
+        normalization = getattr(training_env, "normalization", None)
+        env_state, obs = eval_env.reset(reset_key, normalization=normalization, training=False)
 
         def step(carry, key):
             env_state, obs, total, alive = carry
             act_key, step_key = jax.random.split(key)
             actions = recipe.act(member_state, act_key, obs)
-            env_state, out = eval_env.step(step_key, env_state, actions)
-            total = total + jnp.where(alive, out.reward, 0.0)
-            alive = alive & ~(out.terminated | out.truncated)
-            return (env_state, out.obs, total, alive), None
+            env_state, out = eval_env.step(step_key, env_state, actions, training=False)
+            done = out.terminated | out.truncated
+            total = jnp.where(alive & done, out.episode_return, total)
+            return (env_state, out.obs, total, alive & ~done), None
 
         init_carry = (env_state, obs, jnp.zeros(episodes), jnp.ones(episodes, bool))
         (_, _, total, _), _ = jax.lax.scan(step, init_carry, jax.random.split(key, max_steps))

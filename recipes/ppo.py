@@ -1,0 +1,229 @@
+"""Proximal Policy Optimization (clipped surrogate or adaptive KL penalty), discrete or continuous.
+
+Algorithm (Schulman et al., 2017, "Proximal Policy Optimization Algorithms",
+https://arxiv.org/abs/1707.06347), one ``update``:
+
+    collect T steps from E environments with π_old                 pgkit.rollout.rollout
+    advantages, value targets by GAE(γ, λ)                          pgkit.gae
+    for each of K epochs, for each of M minibatches:
+        normalise advantages within the minibatch (optional)
+        L = E[clip or KL-penalty surrogate] + c_v·value loss − c_e·entropy
+            pgkit.ppo_clip_loss | pgkit.kl_penalty_loss, pgkit.clipped_value_loss | pgkit.value_loss
+        clip the gradient's global norm, Adam step with a linearly annealed learning rate
+    adaptive-KL variant: β ← adaptive_kl_coefficient(β, KL(π_old‖π), target_kl)
+
+Default configuration (the standard CartPole setting of the PPO implementation-details study,
+Huang et al., 2022, https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/):
+4 envs x 128 steps, 4 epochs, 4 minibatches, lr 2.5e-4 annealed, γ 0.99, λ 0.95, clip 0.2,
+entropy 0.01, value 0.5, grad-norm 0.5, separate 64x64 tanh actor and critic, orthogonal init.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+import pgkit
+from pgkit import envs, nn, rollout
+from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+
+NAME = "ppo"
+DESCRIPTION = "Proximal Policy Optimization: clipped or adaptive-KL surrogate, GAE, minibatch epochs"
+DEFAULT_ENV = "CartPole-v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    total_steps: int = option(500_000, "environment steps per seed", positive=True)
+    num_envs: int = option(4, "parallel environments per seed", positive=True)
+    num_steps: int = option(128, "rollout length per environment per update", positive=True)
+    epochs: int = option(4, "optimisation epochs over each rollout", positive=True)
+    minibatches: int = option(4, "minibatches per epoch (must divide num_envs*num_steps)", positive=True)
+    hidden_sizes: tuple[int, ...] = option((64, 64), "hidden layer widths of actor and critic")
+    activation: str = option("tanh", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
+    objective: str = option("clip", "surrogate objective", choices=("clip", "adaptive_kl"))
+    clip_value: bool = option(True, "clip the value loss around the old values")
+    normalize_advantages: bool = option(True, "normalise advantages within each minibatch")
+    anneal_lr: bool = option(True, "anneal the learning rate linearly to 0")
+    normalize_observations: bool = option(False, "running mean/variance observation normalisation")
+    scale_rewards: bool = option(False, "divide rewards by the running std of the discounted return")
+    log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
+
+
+@hyperparameters
+class HParams:
+    lr: float = option(2.5e-4, "Adam learning rate (initial, if annealed)", positive=True)
+    gamma: float = option(0.99, "discount factor", low=0.0, high=1.0)
+    gae_lambda: float = option(0.95, "GAE lambda", low=0.0, high=1.0)
+    clip_eps: float = option(0.2, "clip range of the probability ratio (and of the value)", positive=True)
+    ent_coef: float = option(0.01, "entropy bonus coefficient", low=0.0)
+    vf_coef: float = option(0.5, "value loss coefficient", low=0.0)
+    max_grad_norm: float = option(0.5, "global gradient-norm clip", positive=True)
+    target_kl: float = option(0.01, "target KL per update (adaptive_kl objective)", positive=True)
+    kl_beta: float = option(1.0, "initial KL penalty coefficient (adaptive_kl objective)", low=0.0)
+
+
+class Networks(NamedTuple):
+    actor: Any
+    critic: Any
+
+
+class State(NamedTuple):
+    networks: Networks
+    opt_state: Any
+    env_state: Any
+    obs: jax.Array  # [E, obs_size]
+    key: jax.Array  # PRNGKey (uint32[2])
+    step: jax.Array  # optimizer steps taken (int32)
+    beta: jax.Array  # KL penalty coefficient (adaptive_kl)
+    last_return: jax.Array  # last known completed-episode return
+
+
+def _optimizer(hp: HParams):
+    # the learning rate is applied by hand so that it stays a traced, annealable hyperparameter
+    return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5))
+
+
+def make(config: Config, env_name: str) -> Recipe:
+    """Build PPO's pure ``init``/``update``/``act`` for ``env_name``."""
+    batch_size = config.num_envs * config.num_steps
+    if batch_size % config.minibatches:
+        raise ConfigError(
+            f"option 'minibatches' must divide num_envs*num_steps={batch_size}, got {config.minibatches}"
+        )
+    if any(h < 1 for h in config.hidden_sizes) or not config.hidden_sizes:
+        raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
+    env = envs.make(
+        env_name,
+        num_envs=config.num_envs,
+        normalize_observations=config.normalize_observations,
+        scale_rewards=config.scale_rewards,
+    )
+    num_updates = config.total_steps // batch_size
+    minibatch_size = batch_size // config.minibatches
+    total_opt_steps = max(num_updates * config.epochs * config.minibatches, 1)
+
+    def distribution(actor, obs):
+        return jax.vmap(actor.distribution)(obs)
+
+    def init(key, hp: HParams) -> State:
+        key, actor_key, critic_key, env_key = jax.random.split(key, 4)
+        net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
+        if env.discrete:
+            actor = nn.CategoricalPolicy(env.observation_size, env.num_actions, key=actor_key, **net)
+        else:
+            actor = nn.GaussianPolicy(
+                env.observation_size, env.action_size, log_std_init=config.log_std_init, key=actor_key, **net
+            )
+        critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
+        networks = Networks(actor, critic)
+        env_state, obs = env.reset(env_key)
+        opt_state = _optimizer(hp).init(eqx.filter(networks, eqx.is_array))
+        return State(
+            networks, opt_state, env_state, obs, key, jnp.int32(0), jnp.asarray(hp.kl_beta, jnp.float32), jnp.float32(0.0)
+        )
+
+    def loss_fn(networks: Networks, batch, beta, hp: HParams):
+        traj, advantages, targets, old_dist = batch
+        dist = distribution(networks.actor, traj.obs)
+        log_probs = dist.log_prob(traj.actions)
+        values = jax.vmap(networks.critic)(traj.obs)
+        if config.normalize_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if config.objective == "clip":
+            policy_loss = pgkit.ppo_clip_loss(log_probs, traj.log_probs, advantages, clip_eps=hp.clip_eps)
+        else:
+            kls = old_dist.kl_divergence(dist)
+            policy_loss = pgkit.kl_penalty_loss(log_probs, traj.log_probs, advantages, kls, beta=beta)
+        if config.clip_value:
+            value_loss = pgkit.clipped_value_loss(values, traj.values, targets, clip_eps=hp.clip_eps)
+        else:
+            value_loss = pgkit.value_loss(values, targets)
+        entropy = dist.entropy()
+        loss = policy_loss.mean() + hp.vf_coef * value_loss.mean() - hp.ent_coef * entropy.mean()
+        stats = {
+            "policy_loss": policy_loss.mean(),
+            "value_loss": value_loss.mean(),
+            "entropy": entropy.mean(),
+            "approx_kl": pgkit.approx_kl(log_probs, traj.log_probs).mean(),
+            "clip_fraction": pgkit.clip_fraction(log_probs, traj.log_probs, clip_eps=hp.clip_eps).mean(),
+        }
+        return loss, stats
+
+    def update(state: State, hp: HParams):
+        key, rollout_key, perm_key = jax.random.split(state.key, 3)
+        actor, critic = state.networks
+
+        def act_fn(key, obs):
+            dist = distribution(actor, obs)
+            actions, log_probs = dist.sample_and_log_prob(seed=key)
+            return actions, log_probs, jax.vmap(critic)(obs)
+
+        env_state, obs, traj = rollout.rollout(
+            rollout_key, env, state.env_state, state.obs, act_fn,
+            num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(critic),
+        )
+        gae = pgkit.gae(
+            traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
+        )
+        flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), (traj, gae.advantages, gae.targets))
+        old_params = jax.vmap(actor)(flat[0].obs)
+        flat = (*flat, old_params)
+
+        def minibatch_step(carry, indices):
+            networks, opt_state, step = carry
+            traj_mb, adv_mb, target_mb, old_params_mb = jax.tree.map(lambda x: x[indices], flat)
+            old_dist = _as_distribution(env.discrete, old_params_mb)
+            grads, stats = jax.grad(loss_fn, has_aux=True)(
+                networks, (traj_mb, adv_mb, target_mb, old_dist), state.beta, hp
+            )
+            updates, opt_state = _optimizer(hp).update(grads, opt_state)
+            frac = 1.0 - step / total_opt_steps if config.anneal_lr else 1.0
+            networks = optax.apply_updates(networks, jax.tree.map(lambda u: -hp.lr * frac * u, updates))
+            return (networks, opt_state, step + 1), stats
+
+        def epoch(carry, key):
+            perm = jax.random.permutation(key, batch_size).reshape(config.minibatches, minibatch_size)
+            return jax.lax.scan(minibatch_step, carry, perm)
+
+        (networks, opt_state, step), stats = jax.lax.scan(
+            epoch, (state.networks, state.opt_state, state.step), jax.random.split(perm_key, config.epochs)
+        )
+        stats = jax.tree.map(jnp.mean, stats)
+        beta = state.beta
+        if config.objective == "adaptive_kl":
+            new_dist = distribution(networks.actor, flat[0].obs)
+            kl = _as_distribution(env.discrete, old_params).kl_divergence(new_dist).mean()
+            beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
+            stats["kl"] = kl
+            stats["beta"] = beta
+        mean_return, episodes = rollout.completed_episode_statistics(traj)
+        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
+        stats["episode_return"] = last_return
+        stats["episodes"] = episodes.astype(jnp.float32)
+        new_state = State(networks, opt_state, env_state, obs, key, step, beta, last_return)
+        return new_state, stats
+
+    def act(state: State, key, obs):
+        """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
+        del key
+        params = jax.vmap(state.networks.actor)(obs)
+        if env.discrete:
+            return jnp.argmax(params, axis=-1)
+        return jnp.clip(params[0], -1.0, 1.0)
+
+    return Recipe(init, update, act, env, batch_size, num_updates)
+
+
+def _as_distribution(discrete: bool, params):
+    import distrax
+
+    if discrete:
+        return distrax.Categorical(logits=params)
+    mean, log_std = params
+    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))

@@ -1,0 +1,64 @@
+"""The command line: a whole train/resume/plot/eval/list cycle, and every bad-input case."""
+
+import pytest
+
+from pgkit import cli
+
+SMALL = ["--set", "num_envs=4", "--set", "num_steps=32", "--set", "epochs=2", "--set", "minibatches=2"]
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_resume_plot_eval_list(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--steps", "768", *SMALL, "--chunk", "2"]
+    code, stdout, err = run([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "steps/s" in stdout and "final return" in stdout and "IQM" in stdout
+    assert (out / "learning_curve.png").stat().st_size > 0
+    code, stdout, err = run(["resume", str(out)], capsys)
+    assert code == 0, err  # a finished run resumes to a no-op
+    code, stdout, err = run(["plot", str(out), str(out), "--out", str(tmp_path / "overlay.png")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "overlay.png").exists()
+    code, stdout, err = run(["eval", str(out), "--episodes", "2"], capsys)
+    assert code == 0, err
+    assert "eval" in stdout and "mean return" in stdout
+    code, stdout, err = run(["list"], capsys)
+    assert code == 0 and "ppo" in stdout and "CartPole-v1" in stdout and "clip_eps" in stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "nope"], "unknown recipe 'nope'"),
+        (["train", "ppo", "--env", "Nope-v0"], "unknown environment 'Nope-v0'; available: "),
+        (["train", "ppo", "--set", "nope=1"], "unknown option 'nope'"),
+        (["train", "ppo", "--set", "epochs=two"], "option 'epochs' expects int"),
+        (["train", "ppo", "--set", "lr=fast"], "option 'lr' expects float"),
+        (["train", "ppo", "--set", "gamma=2"], "option 'gamma' must be"),
+        (["train", "ppo", "--set", "objective=trust"], "option 'objective' must be one of clip, adaptive_kl"),
+        (["train", "ppo", "--set", "lr"], "--set expects NAME=VALUE"),
+        (["train", "ppo", "--sweep", "epochs=1,2"], "cannot sweep 'epochs'"),
+        (["train", "ppo", "--sweep", "lr=1e-3,-1"], "option 'lr' must be > 0"),
+        (["train", "ppo", "--seeds", "0"], "'--seeds' must be >= 1"),
+        (["train", "ppo", "--seeds", "many"], "--seeds: invalid int value"),
+        (["train", "ppo", "--steps", "10"], "shorter than one update"),
+        (["resume", "does/not/exist"], "run directory 'does/not/exist' not found"),
+        (["eval", "does/not/exist"], "run directory 'does/not/exist' not found"),
+        (["plot", "does/not/exist"], "run directory 'does/not/exist' not found"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(argv, message, capsys, tmp_path):
+    if argv[0] == "train":
+        argv = [*argv, "--out", str(tmp_path / "run")]
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
