@@ -1,0 +1,283 @@
+"""pgkit.baselines: NumPy oracles, variance reduction, unbiasedness, value loss gradients."""
+
+import functools
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pgkit
+from pgkit import baselines
+
+# ----------------------------------------------------------------------------------------------
+# NumPy oracles (explicit loops).
+# ----------------------------------------------------------------------------------------------
+
+
+def np_leave_one_out(returns, axis):
+    returns = np.moveaxis(np.asarray(returns, np.float64), axis, 0)
+    out = np.zeros_like(returns)
+    n = returns.shape[0]
+    for i in range(n):
+        others = [returns[j] for j in range(n) if j != i]
+        out[i] = sum(others) / len(others)
+    return np.moveaxis(out, 0, axis)
+
+
+def np_optimal_baseline(scores, returns, per_parameter):
+    scores, returns = np.asarray(scores, np.float64), np.asarray(returns, np.float64)
+    n = scores.shape[0]
+    flat = scores.reshape(n, -1)
+    if not per_parameter:
+        num = sum(np.dot(flat[i], flat[i]) * returns[i] for i in range(n))
+        den = sum(np.dot(flat[i], flat[i]) for i in range(n))
+        return num / den
+    out = np.zeros(flat.shape[1])
+    for k in range(flat.shape[1]):
+        num = sum(flat[i, k] ** 2 * returns[i] for i in range(n))
+        den = sum(flat[i, k] ** 2 for i in range(n))
+        out[k] = num / den if den > 0 else returns.mean()
+    return out.reshape(scores.shape[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Oracles.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_mean_baseline_matches_numpy():
+    returns = np.asarray(jax.random.normal(jax.random.key(0), (4, 3, 2)))
+    for axis in (None, 0, 1, -1, (0, 2)):
+        got = pgkit.mean_baseline(returns, axis=axis)
+        assert got.shape == returns.shape
+        np.testing.assert_allclose(got, np.broadcast_to(np.mean(returns, axis=axis, keepdims=True), returns.shape), rtol=1e-6)
+    assert float(pgkit.mean_baseline(jnp.array([1, 2, 6]))[0]) == 3.0  # integer returns become floats
+
+
+def test_leave_one_out_matches_a_loop():
+    returns = np.asarray(jax.random.normal(jax.random.key(1), (4, 3)))
+    for axis in (0, 1, -1):
+        np.testing.assert_allclose(
+            pgkit.leave_one_out_baseline(returns, axis=axis), np_leave_one_out(returns, axis), rtol=1e-5, atol=1e-6
+        )
+    flat = returns.reshape(-1)
+    np.testing.assert_allclose(
+        pgkit.leave_one_out_baseline(returns, axis=None), np_leave_one_out(flat, 0).reshape(returns.shape), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_leave_one_out_gradient_is_the_leave_one_out_matrix():
+    n = 4
+    jac = jax.jacobian(pgkit.leave_one_out_baseline)(jnp.arange(n, dtype=jnp.float32))
+    np.testing.assert_allclose(jac, (np.ones((n, n)) - np.eye(n)) / (n - 1), rtol=1e-6)
+    jac_mean = jax.jacobian(pgkit.mean_baseline)(jnp.arange(n, dtype=jnp.float32))
+    np.testing.assert_allclose(jac_mean, np.full((n, n), 1 / n), rtol=1e-6)
+
+
+def test_optimal_baseline_matches_numpy_formula():
+    ks, kr = jax.random.split(jax.random.key(2))
+    scores = np.array(jax.random.normal(ks, (7, 2, 3)))
+    returns = np.array(jax.random.normal(kr, (7,))) + 3.0
+    scores[:, 1, 2] = 0.0  # a component that never moves: falls back to the mean return
+    got = pgkit.optimal_baseline(scores, returns)
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(got, np_optimal_baseline(scores, returns, True), rtol=1e-5)
+    assert float(got[1, 2]) == pytest.approx(returns.mean(), rel=1e-6)
+    scalar = pgkit.optimal_baseline(scores, returns, per_parameter=False)
+    assert scalar.shape == ()
+    np.testing.assert_allclose(scalar, np_optimal_baseline(scores, returns, False), rtol=1e-5)
+    # With one parameter component both variants agree.
+    np.testing.assert_allclose(
+        pgkit.optimal_baseline(scores[:, :1, 0], returns),
+        pgkit.optimal_baseline(scores[:, :1, 0], returns, per_parameter=False)[None],
+        rtol=1e-6,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics: variance ordering optimal <= mean <= none, unbiasedness of leave-one-out.
+# ----------------------------------------------------------------------------------------------
+
+THETA = jnp.array([1.0, 0.0, -1.0])
+F = jnp.array([0.0, 1.0, 8.0]) + 10.0  # a large common offset: no baseline is far from optimal
+
+
+def categorical_scores(theta, actions):
+    return jax.vmap(jax.grad(lambda th, a: jax.nn.log_softmax(th)[a]), in_axes=(None, 0))(theta, actions)
+
+
+def exact_categorical_variances(theta, f, b):
+    """Per-component variance of g_k (f(a) − b_k), a ~ softmax(theta), by enumeration."""
+    p = np.asarray(jax.nn.softmax(theta), np.float64)
+    f = np.asarray(f, np.float64)
+    g = np.eye(p.size) - p  # row a: score of action a
+    b = np.broadcast_to(np.asarray(b, np.float64), p.shape)
+    mean = (p[:, None] * g * (f[:, None] - b)).sum(0)
+    return (p[:, None] * g**2 * (f[:, None] - b) ** 2).sum(0) - mean**2
+
+
+def test_categorical_variance_ordering_per_component_and_total():
+    actions = jax.random.categorical(jax.random.key(3), THETA, shape=(4000,))
+    scores, returns = categorical_scores(THETA, actions), F[actions]
+    per_component = np.asarray(pgkit.optimal_baseline(scores, returns))
+    scalar = float(pgkit.optimal_baseline(scores, returns, per_parameter=False))
+    mean = float(pgkit.mean_baseline(returns)[0])
+
+    # The sampled optimal baselines are close to the population ones (ratio-estimator s.e.).
+    p = np.asarray(jax.nn.softmax(THETA), np.float64)
+    g = np.eye(3) - p
+    w_pop = p[:, None] * g**2
+    exact = (w_pop * np.asarray(F)[:, None]).sum(0) / w_pop.sum(0)
+    w = np.asarray(scores, np.float64) ** 2
+    r = np.asarray(returns, np.float64)
+    se = np.sqrt((w**2 * (r[:, None] - per_component) ** 2).sum(0)) / w.sum(0)
+    assert np.all(np.abs(per_component - exact) <= 4 * se), (per_component, exact, se)
+
+    var_opt = exact_categorical_variances(THETA, F, per_component)
+    var_scalar = exact_categorical_variances(THETA, F, scalar)
+    var_mean = exact_categorical_variances(THETA, F, mean)
+    var_none = exact_categorical_variances(THETA, F, 0.0)
+    assert np.all(var_opt <= var_mean) and np.all(var_mean <= var_none), (var_opt, var_mean, var_none)
+    assert var_opt.sum() <= var_scalar.sum() <= var_mean.sum() <= var_none.sum()
+
+
+def test_gaussian_variance_ordering_matches_closed_form():
+    """a ~ N(θ, 1), f(a) = −a², θ = 1: g = a − θ, Var(b) = 14 + (b + 4)²; b* = −4, E f = −2."""
+    theta = jnp.array(1.0)
+    policy = distrax.Normal(theta, 1.0)
+    score = jax.vmap(jax.grad(lambda th, a: distrax.Normal(th, 1.0).log_prob(a)), in_axes=(None, 0))
+
+    fit_actions = policy.sample(seed=jax.random.key(4), sample_shape=4000)
+    fit_scores, fit_returns = score(theta, fit_actions), -(fit_actions**2)
+    b_opt = float(pgkit.optimal_baseline(fit_scores[:, None], fit_returns)[0])
+    b_mean = float(pgkit.mean_baseline(fit_returns)[0])
+    assert abs(b_opt + 4.0) < 0.5 and abs(b_mean + 2.0) < 0.2
+
+    actions = policy.sample(seed=jax.random.key(5), sample_shape=20_000)
+    scores, returns = np.asarray(score(theta, actions), np.float64), -np.asarray(actions, np.float64) ** 2
+    variances = {}
+    for name, b in (("optimal", b_opt), ("mean", b_mean), ("none", 0.0)):
+        x = scores * (returns - b)
+        centred = (x - x.mean()) ** 2
+        variance, se = centred.mean(), centred.std(ddof=1) / np.sqrt(x.size)
+        assert abs(variance - (14.0 + (b + 4.0) ** 2)) <= 4 * se, (name, variance, se)
+        variances[name] = variance
+    assert variances["optimal"] <= variances["mean"] <= variances["none"]
+
+
+def test_leave_one_out_keeps_the_estimate_unbiased_and_the_self_inclusive_mean_does_not():
+    """K samples per group: E[g_i (f_i − b_i)] = ∇J for leave-one-out, (1 − 1/K) ∇J for the mean."""
+    k, groups = 4, 5000
+    actions = jax.random.categorical(jax.random.key(6), THETA, shape=(groups, k))
+    scores = categorical_scores(THETA, actions.reshape(-1)).reshape(groups, k, 3)
+    returns = F[actions]
+    p = np.asarray(jax.nn.softmax(THETA), np.float64)
+    analytic = p * (np.asarray(F) - p @ np.asarray(F))
+    for baseline, factor in (
+        (pgkit.leave_one_out_baseline(returns, axis=1), 1.0),
+        (pgkit.mean_baseline(returns, axis=1), 1.0 - 1.0 / k),
+    ):
+        per_group = np.asarray((scores * (returns - baseline)[..., None]).mean(axis=1), np.float64)
+        mean = per_group.mean(0)
+        se = per_group.std(0, ddof=1) / np.sqrt(groups)
+        assert np.all(np.abs(mean - factor * analytic) <= 4 * se), (factor, mean, analytic, se)
+        if factor != 1.0:  # the bias of the self-inclusive mean is visible at this sample size
+            assert np.any(np.abs(mean - analytic) > 4 * se)
+
+
+# ----------------------------------------------------------------------------------------------
+# value_loss.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_value_loss_values_and_gradients():
+    kv, kt = jax.random.split(jax.random.key(7))
+    values, targets = jax.random.normal(kv, (5, 2)), jax.random.normal(kt, (5, 2))
+    np.testing.assert_allclose(
+        pgkit.value_loss(values, targets), 0.5 * (np.asarray(values) - np.asarray(targets)) ** 2, rtol=1e-6
+    )
+    total = lambda v, t, **kw: pgkit.value_loss(v, t, **kw).sum()  # noqa: E731
+    grad_v, grad_t = jax.grad(total, argnums=(0, 1))(values, targets)
+    np.testing.assert_allclose(grad_v, values - targets, rtol=1e-6)
+    assert np.all(np.asarray(grad_t) == 0.0)
+    grad_t_open = jax.grad(functools.partial(total, stop_target_gradients=False), argnums=1)(values, targets)
+    np.testing.assert_allclose(grad_t_open, targets - values, rtol=1e-6)
+    # Finite differences in the values.
+    eps = 1e-2
+    basis = np.eye(values.size, dtype=np.float32).reshape((values.size,) + values.shape) * eps
+    plus = jax.vmap(lambda d: total(values + d, targets))(basis)
+    minus = jax.vmap(lambda d: total(values - d, targets))(basis)
+    np.testing.assert_allclose(((plus - minus) / (2 * eps)).reshape(values.shape), grad_v, atol=2e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# jit / vmap / batch invariance, bad input.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_every_public_name_is_covered():
+    assert sorted(baselines.__all__) == ["leave_one_out_baseline", "mean_baseline", "optimal_baseline", "value_loss"]
+
+
+def test_jit_vmap_and_batch_invariance():
+    key_a, key_b = jax.random.split(jax.random.key(8))
+    returns = jax.random.normal(key_a, (3, 5))  # [M groups, N samples]
+    scores = jax.random.normal(key_b, (3, 5, 2))
+
+    mean_jit = jax.jit(pgkit.mean_baseline, static_argnames="axis")
+    loo_jit = jax.jit(pgkit.leave_one_out_baseline, static_argnames="axis")
+    opt_jit = jax.jit(pgkit.optimal_baseline, static_argnames="per_parameter")
+    for direct, jitted, vmapped, rows in (
+        (
+            pgkit.mean_baseline(returns, axis=1),
+            mean_jit(returns, axis=1),
+            jax.vmap(pgkit.mean_baseline)(returns),
+            [pgkit.mean_baseline(r) for r in returns],
+        ),
+        (
+            pgkit.leave_one_out_baseline(returns, axis=1),
+            loo_jit(returns, axis=1),
+            jax.vmap(pgkit.leave_one_out_baseline)(returns),
+            [pgkit.leave_one_out_baseline(r) for r in returns],
+        ),
+        (
+            jnp.stack([pgkit.optimal_baseline(s, r) for s, r in zip(scores, returns)]),
+            jnp.stack([opt_jit(s, r, per_parameter=True) for s, r in zip(scores, returns)]),
+            jax.vmap(pgkit.optimal_baseline)(scores, returns),
+            [np_optimal_baseline(s, r, True) for s, r in zip(scores, returns)],
+        ),
+        (
+            pgkit.value_loss(returns, returns[::-1]),
+            jax.jit(pgkit.value_loss)(returns, returns[::-1]),
+            jax.vmap(pgkit.value_loss, in_axes=1, out_axes=1)(returns, returns[::-1]),
+            [pgkit.value_loss(a, b) for a, b in zip(returns, returns[::-1])],
+        ),
+    ):
+        np.testing.assert_allclose(jitted, direct, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(vmapped, direct, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(np.stack(rows), direct, rtol=1e-5, atol=1e-6)
+    scalar = jax.vmap(functools.partial(pgkit.optimal_baseline, per_parameter=False))(scores, returns)
+    np.testing.assert_allclose(scalar, [np_optimal_baseline(s, r, False) for s, r in zip(scores, returns)], rtol=1e-5)
+
+
+def test_bad_input_raises_value_errors_naming_the_argument():
+    with pytest.raises(ValueError, match="returns"):
+        pgkit.optimal_baseline(jnp.zeros((4, 2)), jnp.zeros(3))
+    with pytest.raises(ValueError, match="returns"):
+        pgkit.optimal_baseline(jnp.zeros((4, 2)), jnp.zeros((4, 1)))
+    with pytest.raises(ValueError, match="score_vectors"):
+        pgkit.optimal_baseline(jnp.zeros(()), jnp.zeros(()))
+    with pytest.raises(ValueError, match="returns"):
+        pgkit.leave_one_out_baseline(jnp.zeros((1, 3)))
+    with pytest.raises(ValueError, match="axis"):
+        pgkit.leave_one_out_baseline(jnp.zeros((2, 3)), axis=2)
+    with pytest.raises(ValueError, match="axis"):
+        pgkit.mean_baseline(jnp.zeros((2, 3)), axis=(0, -2))
+    with pytest.raises(ValueError, match="returns"):
+        pgkit.mean_baseline(jnp.zeros((0, 3)))
+    with pytest.raises(ValueError, match="targets"):
+        pgkit.value_loss(jnp.zeros((3, 2)), jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match="targets"):
+        jax.jit(pgkit.value_loss)(jnp.zeros((3, 2)), jnp.zeros(3))
