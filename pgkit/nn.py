@@ -18,6 +18,7 @@ from the ``(mean, log_std)`` that :class:`TanhGaussianPolicy` returns.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -26,9 +27,11 @@ import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 __all__ = [
+    "Linear",
     "MLP",
     "CategoricalPolicy",
     "GaussianPolicy",
@@ -70,14 +73,42 @@ def _check_size(name: str, value, *, allow_scalar: bool = False) -> None:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def _orthogonal_matrix(key: PRNGKeyArray, shape: tuple[int, int], gain: Array) -> Array:
+    """gain·Q with Q Haar-distributed and orthonormal along its smaller side (one compile per shape)."""
+    rows, cols = shape
+    gaussian = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+    q, r = jnp.linalg.qr(gaussian)
+    q = q * jnp.sign(jnp.diagonal(r))  # sign fix: makes Q uniformly (Haar) distributed
+    if rows < cols:
+        q = q.T
+    return gain * q
+
+
+class Linear(eqx.Module):
+    """An affine map y = W·x + b on one example (weight ``[out, in]``, bias ``[out]``).
+
+    Built by :func:`orthogonal_linear`; with ``out_size='scalar'`` the weight is ``[1, in]``, the
+    bias ``[1]`` and the output a scalar.
+    """
+
+    weight: Float[Array, "out in"]
+    bias: Float[Array, " out"]
+    scalar: bool = eqx.field(static=True)
+
+    def __call__(self, x: Float[Array, " in"]) -> Array:
+        y = self.weight @ x + self.bias
+        return y[0] if self.scalar else y
+
+
 def orthogonal_linear(
     in_size: int,
     out_size: int | Literal["scalar"],
     *,
     gain: float,
     key: PRNGKeyArray,
-) -> eqx.nn.Linear:
-    """An ``eqx.nn.Linear`` with orthogonal weights scaled by ``gain`` and zero bias.
+) -> Linear:
+    """A :class:`Linear` layer with orthogonal weights scaled by ``gain`` and zero bias.
 
     For a square layer WᵀW = gain²·I; otherwise the rows or the columns (whichever are fewer)
     are orthonormal, times ``gain`` (as ``torch.nn.init.orthogonal_``).
@@ -85,12 +116,12 @@ def orthogonal_linear(
     Args:
         in_size: input features (static int).
         out_size: output features (static int) or ``'scalar'`` for a scalar output.
-        gain: scale of the orthogonal matrix (static float).
+        gain: scale of the orthogonal matrix.
         key: PRNG key.
 
     Returns:
-        An ``eqx.nn.Linear`` whose weight has shape ``[out_size, in_size]`` (``[1, in_size]``
-        for ``'scalar'``).
+        A :class:`Linear` whose weight has shape ``[out_size, in_size]`` (``[1, in_size]`` for
+        ``'scalar'``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -102,11 +133,11 @@ def orthogonal_linear(
         Saxe, McClelland, Ganguli, "Exact solutions to the nonlinear dynamics of learning in
         deep linear neural networks", 2014. https://arxiv.org/abs/1312.6120
     """
-    layer = eqx.nn.Linear(in_size, out_size, use_bias=True, key=key)
-    init = jax.nn.initializers.orthogonal(scale=gain)
-    weight = init(key, layer.weight.shape, layer.weight.dtype)
-    bias = jnp.zeros_like(layer.bias)
-    return eqx.tree_at(lambda l: (l.weight, l.bias), layer, (weight, bias))
+    scalar = out_size == "scalar"
+    rows = 1 if scalar else out_size
+    weight = _orthogonal_matrix(key, (rows, in_size), jnp.float32(gain))
+    bias = jnp.asarray(np.zeros((rows,), np.float32))
+    return Linear(weight=weight, bias=bias, scalar=scalar)
 
 
 class MLP(eqx.Module):
@@ -132,13 +163,13 @@ class MLP(eqx.Module):
         >>> net = pgkit.nn.MLP(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
         >>> net(jnp.ones(4)).shape
         (2,)
-        >>> jax.vmap(net)(jnp.ones((5, 4))).shape
-        (5, 2)
-        >>> pgkit.nn.MLP(4, "scalar", key=jax.random.key(0))(jnp.ones(4)).shape
+        >>> jax.vmap(net)(jnp.ones((3, 4))).shape
+        (3, 2)
+        >>> pgkit.nn.MLP(4, "scalar", hidden_sizes=(8, 8), key=jax.random.key(0))(jnp.ones(4)).shape
         ()
     """
 
-    layers: tuple[eqx.nn.Linear, ...]
+    layers: tuple[Linear, ...]
     activation: str = eqx.field(static=True)
     in_size: int = eqx.field(static=True)
     out_size: int | str = eqx.field(static=True)
@@ -193,7 +224,7 @@ class CategoricalPolicy(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> policy = pgkit.nn.CategoricalPolicy(4, 2, key=jax.random.key(0))
+        >>> policy = pgkit.nn.CategoricalPolicy(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
         >>> policy(jnp.ones(4)).shape
         (2,)
         >>> policy.distribution(jnp.ones(4)).sample(seed=jax.random.key(1)).shape
@@ -250,8 +281,8 @@ class GaussianPolicy(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> policy = pgkit.nn.GaussianPolicy(3, 2, key=jax.random.key(0))
-        >>> mean, log_std = policy(jnp.ones(3))
+        >>> policy = pgkit.nn.GaussianPolicy(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
+        >>> mean, log_std = policy(jnp.ones(4))
         >>> mean.shape, log_std.tolist()
         ((2,), [0.0, 0.0])
     """
@@ -313,8 +344,8 @@ class TanhGaussianPolicy(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> policy = pgkit.nn.TanhGaussianPolicy(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
-        >>> mean, log_std = policy(jnp.ones(3))
+        >>> policy = pgkit.nn.TanhGaussianPolicy(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
+        >>> mean, log_std = policy(jnp.ones(4))
         >>> mean.shape, bool(jnp.all((log_std >= -5.0) & (log_std <= 2.0)))
         ((2,), True)
     """
@@ -375,8 +406,8 @@ class DeterministicPolicy(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> actor = pgkit.nn.DeterministicPolicy(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
-        >>> action = actor(100.0 * jnp.ones(3))
+        >>> actor = pgkit.nn.DeterministicPolicy(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
+        >>> action = actor(100.0 * jnp.ones(4))
         >>> action.shape, bool(jnp.all(jnp.abs(action) <= 1.0))
         ((2,), True)
     """
@@ -421,7 +452,7 @@ class ValueCritic(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> critic = pgkit.nn.ValueCritic(4, key=jax.random.key(0))
+        >>> critic = pgkit.nn.ValueCritic(4, hidden_sizes=(8, 8), key=jax.random.key(0))
         >>> critic(jnp.ones(4)).shape, jax.vmap(critic)(jnp.ones((3, 4))).shape
         ((), (3,))
     """
@@ -463,8 +494,8 @@ class QCritic(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> q = pgkit.nn.QCritic(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
-        >>> q(jnp.ones(3), jnp.zeros(2)).shape
+        >>> q = pgkit.nn.QCritic(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
+        >>> q(jnp.ones(4), jnp.zeros(2)).shape
         ()
     """
 
@@ -500,11 +531,16 @@ class QCritic(eqx.Module):
         return self.net(jnp.concatenate([obs, action], axis=-1))
 
 
+def _stack(modules):
+    """Stack identically structured modules into one whose arrays gain a leading axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *modules)
+
+
 class TwinQCritic(eqx.Module):
     """Two independent Q critics (clipped double-Q, TD3 / SAC), stored as one stacked pair.
 
-    ``critics`` is a :class:`QCritic` whose arrays carry a leading axis of size 2 (built and
-    evaluated with ``eqx.filter_vmap``), so both critics run in one batched matmul; their
+    ``critics`` is a :class:`QCritic` whose arrays carry a leading axis of size 2 (evaluated
+    with ``eqx.filter_vmap``), so both critics run in one batched matmul; their
     parameters are initialised from different keys and share nothing.
 
     Args:
@@ -518,8 +554,8 @@ class TwinQCritic(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> twin = pgkit.nn.TwinQCritic(3, 2, hidden_sizes=(16,), key=jax.random.key(0))
-        >>> q1, q2 = twin(jnp.ones(3), jnp.zeros(2))
+        >>> twin = pgkit.nn.TwinQCritic(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
+        >>> q1, q2 = twin(jnp.ones(4), jnp.zeros(2))
         >>> q1.shape, q2.shape, bool(q1 != q2)
         ((), (), True)
     """
@@ -540,7 +576,7 @@ class TwinQCritic(eqx.Module):
                 obs_size, action_size, hidden_sizes=hidden_sizes, activation=activation, key=k
             )
 
-        self.critics = eqx.filter_vmap(make)(jax.random.split(key, 2))
+        self.critics = _stack(make(k) for k in jax.random.split(key, 2))
 
     def __call__(self, obs: Float[Array, " obs_size"], action: Float[Array, " action_size"]):
         q = eqx.filter_vmap(lambda critic: critic(obs, action))(self.critics)
@@ -571,10 +607,10 @@ class DiscreteTwinQCritic(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> twin = pgkit.nn.DiscreteTwinQCritic(4, 3, hidden_sizes=(16,), key=jax.random.key(0))
+        >>> twin = pgkit.nn.DiscreteTwinQCritic(4, 2, hidden_sizes=(8, 8), key=jax.random.key(0))
         >>> q1, q2 = twin(jnp.ones(4))
         >>> q1.shape, q2.shape
-        ((3,), (3,))
+        ((2,), (2,))
     """
 
     critics: MLP
@@ -601,7 +637,7 @@ class DiscreteTwinQCritic(eqx.Module):
                 key=k,
             )
 
-        self.critics = eqx.filter_vmap(make)(jax.random.split(key, 2))
+        self.critics = _stack(make(k) for k in jax.random.split(key, 2))
         self.num_actions = num_actions
 
     def __call__(self, obs: Float[Array, " obs_size"]):
