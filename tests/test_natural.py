@@ -1,0 +1,534 @@
+"""Tests for pgkit.natural: Fisher-vector products, CG, natural step, line search, compatible features."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import pgkit
+
+NUM_STATES, OBS_DIM, NUM_ACTIONS = 5, 3, 4
+
+
+# --------------------------------------------------------------------------- small policies
+
+
+def _linear_softmax(key):
+    """Linear-softmax policy over a fixed batch of states: params pytree and a logits function."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {
+        "w": 0.5 * jax.random.normal(k1, (OBS_DIM, NUM_ACTIONS)),
+        "b": 0.5 * jax.random.normal(k2, (NUM_ACTIONS,)),
+    }
+    states = jax.random.normal(k3, (NUM_STATES, OBS_DIM))
+    return params, lambda p: states @ p["w"] + p["b"]
+
+
+def _tiny_network(key):
+    """One tanh hidden layer, softmax output, over a fixed batch of states."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {
+        "hidden": 0.7 * jax.random.normal(k1, (OBS_DIM, 4)),
+        "out": 0.7 * jax.random.normal(k2, (4, NUM_ACTIONS)),
+    }
+    states = jax.random.normal(k3, (NUM_STATES, OBS_DIM))
+    return params, lambda p: jnp.tanh(states @ p["hidden"]) @ p["out"]
+
+
+def _mean_kl(old_logits, new_logits):
+    """Mean over states of the exact KL(softmax(old) || softmax(new))."""
+    old_logp = jax.nn.log_softmax(old_logits)
+    new_logp = jax.nn.log_softmax(new_logits)
+    return jnp.mean(jnp.sum(jnp.exp(old_logp) * (old_logp - new_logp), axis=-1))
+
+
+def _kl_fn(params, logits_fn):
+    old_logits = jax.lax.stop_gradient(logits_fn(params))
+    return lambda p: _mean_kl(old_logits, logits_fn(p))
+
+
+def _explicit_fisher(params, logits_fn):
+    """Fisher E_s E_{a~π}[ψ ψᵀ] by enumerating actions, as a flat [P, P] float64 matrix."""
+    flat, unravel = ravel_pytree(params)
+    logp = np.asarray(jax.nn.log_softmax(logits_fn(params)), np.float64)  # [S, K]
+    scores = np.asarray(
+        jax.jacobian(lambda f: jax.nn.log_softmax(logits_fn(unravel(f))))(flat), np.float64
+    )  # [S, K, P]
+    weights = np.exp(logp) / logp.shape[0]
+    return np.einsum("sk,skp,skq->pq", weights, scores, scores)
+
+
+# --------------------------------------------------------------------------- Fisher-vector products
+
+
+@pytest.mark.parametrize("make_policy", [_linear_softmax, _tiny_network], ids=["linear", "mlp"])
+def test_fisher_vector_product_equals_kl_hessian(make_policy):
+    params, logits_fn = make_policy(jax.random.PRNGKey(0))
+    kl_fn = _kl_fn(params, logits_fn)
+    flat, unravel = ravel_pytree(params)
+    vectors = jax.random.normal(jax.random.PRNGKey(1), (3, flat.size))
+    dampings = jnp.array([0.0, 0.1, 0.2])
+
+    @jax.jit
+    def products(params, vectors, dampings):
+        hessian = jax.hessian(lambda f: kl_fn(unravel(f)))(ravel_pytree(params)[0])
+        fvp = lambda v, d: ravel_pytree(
+            pgkit.fisher_vector_product(kl_fn, params, unravel(v), damping=d)
+        )[0]
+        return hessian, jax.vmap(fvp)(vectors, dampings)
+
+    hessian, got = products(params, vectors, dampings)
+    hessian = np.asarray(hessian, np.float64)
+    # Two independent oracles agree: the KL Hessian at θ_old is the Fisher information.
+    np.testing.assert_allclose(hessian, _explicit_fisher(params, logits_fn), atol=2e-6)
+    v64, d64 = np.asarray(vectors, np.float64), np.asarray(dampings, np.float64)
+    expected = v64 @ hessian.T + d64[:, None] * v64
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    # Eager (no jit, no vmap) gives the same numbers.
+    eager, _ = ravel_pytree(
+        pgkit.fisher_vector_product(kl_fn, params, unravel(vectors[2]), damping=0.2)
+    )
+    np.testing.assert_allclose(eager, got[2], rtol=1e-5, atol=1e-7)
+
+
+def test_fisher_vector_product_damping_adds_damping_times_vector():
+    params, logits_fn = _linear_softmax(jax.random.PRNGKey(2))
+    kl_fn = _kl_fn(params, logits_fn)
+    v = jax.tree.map(lambda x: jnp.ones_like(x) * 0.3, params)
+    plain = pgkit.fisher_vector_product(kl_fn, params, v)
+    damped = pgkit.fisher_vector_product(kl_fn, params, v, damping=0.25)
+    for name in params:
+        np.testing.assert_allclose(damped[name] - plain[name], 0.25 * v[name], rtol=1e-5,
+                                   atol=1e-7)
+    # The all-ones direction in the bias shifts every logit equally: in the Fisher's null space.
+    null = {"w": jnp.zeros_like(params["w"]), "b": jnp.ones_like(params["b"])}
+    flat, _ = ravel_pytree(pgkit.fisher_vector_product(kl_fn, params, null))
+    np.testing.assert_allclose(flat, 0.0, atol=1e-6)
+
+
+def test_empirical_fisher_vector_product_matches_explicit_matrix():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    scores = jax.random.normal(k1, (9, 6))
+    v = jax.random.normal(k2, (6,))
+    s64 = np.asarray(scores, np.float64)
+    fisher = s64.T @ s64 / 9
+    for damping in (0.0, 0.3):
+        got = pgkit.empirical_fisher_vector_product(scores, v, damping=damping)
+        expected = (fisher + damping * np.eye(6)) @ np.asarray(v, np.float64)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # Exact enumeration (probability-weighted rows) reproduces the true Fisher product.
+    params, logits_fn = _linear_softmax(jax.random.PRNGKey(4))
+    flat, unravel = ravel_pytree(params)
+    logp = jax.nn.log_softmax(logits_fn(params))
+    per_sample = jax.jacobian(lambda f: jax.nn.log_softmax(logits_fn(unravel(f))))(flat)
+    rows = (jnp.sqrt(jnp.exp(logp) * NUM_ACTIONS)[..., None] * per_sample).reshape(-1, flat.size)
+    u = jax.random.normal(k2, flat.shape)
+    got = pgkit.empirical_fisher_vector_product(rows, u)
+    # mean over S·K rows of (√(Kπ) ψ)(√(Kπ) ψ)ᵀ = (1/S) Σ_s Σ_a π ψψᵀ.
+    np.testing.assert_allclose(
+        got, _explicit_fisher(params, logits_fn) @ np.asarray(u, np.float64), rtol=1e-4, atol=1e-6
+    )
+
+
+# --------------------------------------------------------------------------- conjugate gradient
+
+
+def _spd(key, n):
+    m = jax.random.normal(key, (n, n))
+    return m @ m.T / n + 0.5 * jnp.eye(n)
+
+
+def _numpy_cg(a, b, iterations):
+    """Textbook CG loop in float64 (Nocedal & Wright, algorithm 5.2), x0 = 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    x = np.zeros_like(b)
+    r, p = b.copy(), b.copy()
+    rdotr = r @ r
+    for _ in range(iterations):
+        ap = a @ p
+        alpha = rdotr / (p @ ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        new_rdotr = r @ r
+        p = r + new_rdotr / rdotr * p
+        rdotr = new_rdotr
+    return x, rdotr
+
+
+def test_conjugate_gradient_solves_flat_spd_system():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(5))
+    n = 6
+    a = _spd(k1, n)
+    b = jax.random.normal(k2, (n,))
+    cg = jax.jit(pgkit.conjugate_gradient, static_argnums=0, static_argnames="iterations")
+    result = cg(lambda v: a @ v, b, iterations=2 * n)
+    expected = np.linalg.solve(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    np.testing.assert_allclose(result.solution, expected, rtol=1e-4, atol=1e-5)
+    assert result.residual_norm_squared.shape == ()
+    assert float(result.residual_norm_squared) <= 1e-8
+    true_residual = np.asarray(b) - np.asarray(a) @ np.asarray(result.solution)
+    assert true_residual @ true_residual < 1e-8
+
+
+def test_conjugate_gradient_solves_pytree_system():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(6))
+    a = _spd(k1, 7)
+    b_flat = jax.random.normal(k2, (7,))
+    template = {"w": jnp.zeros((2, 3)), "b": jnp.zeros((1,))}
+    _, unravel = ravel_pytree(template)
+    matvec = lambda tree: unravel(a @ ravel_pytree(tree)[0])
+    result = pgkit.conjugate_gradient(matvec, unravel(b_flat), iterations=14)
+    assert jax.tree.structure(result.solution) == jax.tree.structure(template)
+    got, _ = ravel_pytree(result.solution)
+    expected = np.linalg.solve(np.asarray(a, np.float64), np.asarray(b_flat, np.float64))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert float(result.residual_norm_squared) <= 1e-8
+
+
+def test_conjugate_gradient_few_iterations_match_textbook_loop():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(7))
+    n = 8
+    a = _spd(k1, n)
+    b = jax.random.normal(k2, (n,))
+    for iterations in (1, 2, 3):
+        result = pgkit.conjugate_gradient(lambda v: a @ v, b, iterations=iterations,
+                                          residual_tol=0.0)
+        x_ref, rdotr_ref = _numpy_cg(a, b, iterations)
+        np.testing.assert_allclose(result.solution, x_ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(result.residual_norm_squared, rdotr_ref, rtol=1e-3)
+        # Too few iterations: the residual is reported, positive, and is the true residual.
+        true_residual = np.asarray(b, np.float64) - np.asarray(a, np.float64) @ np.asarray(
+            result.solution, np.float64
+        )
+        assert float(result.residual_norm_squared) > 1e-3
+        np.testing.assert_allclose(result.residual_norm_squared, true_residual @ true_residual,
+                                   rtol=1e-3)
+
+
+def test_conjugate_gradient_freezes_below_tolerance_and_handles_zero_rhs():
+    a = _spd(jax.random.PRNGKey(8), 4)
+    b = jnp.array([1.0, -2.0, 0.5, 0.0])
+    # A tolerance above ‖b‖² stops before the first step.
+    result = pgkit.conjugate_gradient(lambda v: a @ v, b, iterations=5, residual_tol=100.0)
+    np.testing.assert_allclose(result.solution, 0.0)
+    np.testing.assert_allclose(result.residual_norm_squared, float(b @ b), rtol=1e-6)
+    # Converged early: extra iterations change nothing (and produce no NaN).
+    r4 = pgkit.conjugate_gradient(lambda v: a @ v, b, iterations=4, residual_tol=1e-10)
+    r20 = pgkit.conjugate_gradient(lambda v: a @ v, b, iterations=20, residual_tol=1e-10)
+    assert np.all(np.isfinite(np.asarray(r20.solution)))
+    np.testing.assert_allclose(r20.solution, r4.solution, rtol=1e-4, atol=1e-6)
+    zero = pgkit.conjugate_gradient(lambda v: a @ v, jnp.zeros(4), iterations=3)
+    np.testing.assert_array_equal(zero.solution, np.zeros(4))
+    assert float(zero.residual_norm_squared) == 0.0
+
+
+def test_conjugate_gradient_vmap_matches_loop():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(9))
+    a = _spd(k1, 5)
+    bs = jax.random.normal(k2, (3, 5))
+    solve = lambda b: pgkit.conjugate_gradient(lambda v: a @ v, b, iterations=5)
+    batched = jax.vmap(solve)(bs)
+    single_solve = jax.jit(solve)
+    for i in range(3):
+        single = single_solve(bs[i])
+        np.testing.assert_allclose(batched.solution[i], single.solution, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(batched.residual_norm_squared[i], single.residual_norm_squared,
+                                   rtol=1e-4, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- natural step
+
+
+def test_natural_step_kl_matches_trust_region_radius():
+    params, logits_fn = _linear_softmax(jax.random.PRNGKey(10))
+    kl_fn = _kl_fn(params, logits_fn)
+    flat, unravel = ravel_pytree(params)
+    # A policy gradient of an exact surrogate E_s Σ_a π(a|s) A(s, a) with random advantages.
+    advantages = jax.random.normal(jax.random.PRNGKey(11), (NUM_STATES, NUM_ACTIONS))
+    surrogate = lambda p: jnp.mean(jnp.sum(jax.nn.softmax(logits_fn(p)) * advantages, -1))
+    grad = jax.grad(surrogate)(params)
+    fvp = lambda v: pgkit.fisher_vector_product(kl_fn, params, v, damping=1e-3)
+
+    @jax.jit
+    def step_for(max_kl):
+        x = pgkit.conjugate_gradient(fvp, grad, iterations=flat.size).solution
+        return pgkit.natural_step(x, fvp(x), max_kl=max_kl)
+
+    for max_kl in (1e-3, 1e-4):
+        step = step_for(jnp.asarray(max_kl))
+        quadratic = 0.5 * ravel_pytree(step)[0] @ ravel_pytree(fvp(step))[0]
+        np.testing.assert_allclose(quadratic, max_kl, rtol=1e-4)
+        new_params = jax.tree.map(jnp.add, params, step)
+        true_kl = float(_mean_kl(logits_fn(params), logits_fn(new_params)))
+        assert abs(true_kl - max_kl) < 0.1 * max_kl, (true_kl, max_kl)
+        # An ascent direction: the surrogate improves.
+        assert float(surrogate(new_params)) > float(surrogate(params))
+
+
+def test_natural_step_zero_direction_gives_zero_step():
+    zero = {"a": jnp.zeros(3)}
+    step = pgkit.natural_step(zero, zero, max_kl=0.01)
+    np.testing.assert_array_equal(step["a"], np.zeros(3))
+
+
+# --------------------------------------------------------------------------- line search
+
+quadratic_kl = lambda p: 0.5 * jnp.sum(p**2)
+
+
+def test_line_search_accepts_good_full_step():
+    step = jnp.array([0.1, -0.2])
+    result = pgkit.backtracking_line_search(
+        lambda p: p[0] - p[1], quadratic_kl, jnp.zeros(2), step, max_kl=0.1
+    )
+    assert bool(result.accepted)
+    assert int(result.num_backtracks) == 0
+    np.testing.assert_allclose(result.params, step)
+    np.testing.assert_allclose(result.step_fraction, 1.0)
+    np.testing.assert_allclose(result.surrogate_improvement, 0.3, rtol=1e-6)
+    np.testing.assert_allclose(result.kl, 0.025, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "ratio, expected_backtracks",
+    # KL at fraction f is ½ f² (step 1): needs f ≤ √0.2 ≈ 0.447.
+    [(0.5, 2), (0.8, 4), (0.3, 1)],
+)
+def test_line_search_counts_kl_backtracks(ratio, expected_backtracks):
+    result = pgkit.backtracking_line_search(
+        lambda p: p[0], quadratic_kl, jnp.zeros(1), jnp.ones(1),
+        max_kl=0.1, backtrack_ratio=ratio,
+    )
+    assert bool(result.accepted)
+    assert int(result.num_backtracks) == expected_backtracks
+    np.testing.assert_allclose(result.params, [ratio**expected_backtracks], rtol=1e-6)
+    np.testing.assert_allclose(result.step_fraction, ratio**expected_backtracks, rtol=1e-6)
+
+
+def test_line_search_counts_surrogate_backtracks():
+    # Surrogate -(p - 1)²: the full step 5 overshoots (−16), 2.5 too (−2.25), 1.25 improves.
+    result = pgkit.backtracking_line_search(
+        lambda p: -jnp.sum((p - 1.0) ** 2), lambda p: jnp.zeros(()), jnp.zeros(1),
+        jnp.array([5.0]), max_kl=0.1,
+    )
+    assert bool(result.accepted) and int(result.num_backtracks) == 2
+    np.testing.assert_allclose(result.params, [1.25])
+    np.testing.assert_allclose(result.surrogate_improvement, 1.0 - 0.0625, rtol=1e-6)
+
+
+def test_line_search_rejects_when_every_step_fails():
+    params = {"w": jnp.array([0.3, -0.7])}
+    step = {"w": jnp.array([1.0, 1.0])}
+    for surrogate, max_kl in [
+        (lambda p: -jnp.sum(p["w"]), 10.0),           # every step lowers the surrogate
+        (lambda p: jnp.sum(p["w"]), 1e-12),           # every step breaks the KL (ratio^9 ≈ 0.002)
+        (lambda p: jnp.sum(p["w"]) * jnp.nan, 10.0),  # NaN surrogate rejects
+    ]:
+        kl = lambda p: 0.5 * jnp.sum((p["w"] - params["w"]) ** 2)
+        result = pgkit.backtracking_line_search(surrogate, kl, params, step, max_kl=max_kl,
+                                                max_backtracks=10)
+        assert not bool(result.accepted)
+        np.testing.assert_array_equal(result.params["w"], params["w"])
+        assert int(result.num_backtracks) == 10
+        assert float(result.step_fraction) == 0.0
+        assert float(result.surrogate_improvement) == 0.0 and float(result.kl) == 0.0
+
+
+def _numpy_line_search(g, h, k, step, max_kl, ratio, max_backtracks):
+    surrogate = lambda p: g @ p - 0.5 * p @ h @ p
+    for j in range(max_backtracks):
+        candidate = ratio**j * step
+        if surrogate(candidate) - surrogate(np.zeros_like(step)) >= 0 and \
+                0.5 * candidate @ k @ candidate <= max_kl:
+            return True, j, candidate
+    return False, max_backtracks, np.zeros_like(step)
+
+
+def test_line_search_random_problems_match_loop_and_respect_constraints():
+    n, dim = 24, 3
+    keys = jax.random.split(jax.random.PRNGKey(12), 4)
+    gs = jax.random.normal(keys[0], (n, dim))
+    hs = jax.vmap(lambda k: _spd(k, dim))(jax.random.split(keys[1], n))
+    ks = jax.vmap(lambda k: _spd(k, dim))(jax.random.split(keys[2], n))
+    steps = jnp.linspace(0.05, 3.0, n)[:, None] * jax.random.normal(keys[3], (n, dim))
+    max_kl = jnp.linspace(0.01, 2.0, n)
+
+    def search(g, h, k, step, delta):
+        return pgkit.backtracking_line_search(
+            lambda p: g @ p - 0.5 * p @ h @ p, lambda p: 0.5 * p @ k @ p, jnp.zeros(dim), step,
+            max_kl=delta, backtrack_ratio=0.6, max_backtracks=8,
+        )
+
+    batched = jax.jit(jax.vmap(search))(gs, hs, ks, steps, max_kl)
+    outcomes = set()
+    for i in range(n):
+        accepted, j, candidate = _numpy_line_search(
+            *(np.asarray(x[i], np.float64) for x in (gs, hs, ks, steps, max_kl)), 0.6, 8
+        )
+        outcomes.add((accepted, j > 0))
+        assert bool(batched.accepted[i]) == accepted
+        assert int(batched.num_backtracks[i]) == j
+        np.testing.assert_allclose(batched.params[i], candidate, rtol=1e-5, atol=1e-6)
+        # Never a KL above the bound, never a worse surrogate.
+        assert float(batched.kl[i]) <= float(max_kl[i])
+        assert float(batched.surrogate_improvement[i]) >= 0.0
+    # The random problems exercise full acceptance, backtracking and rejection.
+    assert outcomes == {(True, False), (True, True), (False, True)}, outcomes
+    # An eager, un-batched call agrees with the jitted vmap (a problem that backtracks).
+    i = int(np.argmax(np.asarray(batched.accepted) & (np.asarray(batched.num_backtracks) > 0)))
+    single = search(gs[i], hs[i], ks[i], steps[i], max_kl[i])
+    np.testing.assert_allclose(single.params, batched.params[i], rtol=1e-6, atol=1e-7)
+    assert int(single.num_backtracks) == int(batched.num_backtracks[i]) > 0
+
+
+def test_trpo_step_on_softmax_policy():
+    params, logits_fn = _linear_softmax(jax.random.PRNGKey(13))
+    kl_fn = _kl_fn(params, logits_fn)
+    advantages = jax.random.normal(jax.random.PRNGKey(14), (NUM_STATES, NUM_ACTIONS))
+    old_probs = jax.nn.softmax(logits_fn(params))
+    # Importance-sampled surrogate with exact expectation over actions: E_s Σ_a π_old (π/π_old) A.
+    surrogate = lambda p: jnp.mean(
+        jnp.sum(old_probs * jax.nn.softmax(logits_fn(p)) / old_probs * advantages, -1)
+    )
+
+    @functools.partial(jax.jit, static_argnames="iterations")
+    def trpo_update(params, max_kl, *, iterations):
+        fvp = lambda v: pgkit.fisher_vector_product(kl_fn, params, v, damping=1e-2)
+        g = jax.grad(surrogate)(params)
+        x = pgkit.conjugate_gradient(fvp, g, iterations=iterations).solution
+        step = pgkit.natural_step(x, fvp(x), max_kl=max_kl)
+        return pgkit.backtracking_line_search(surrogate, kl_fn, params, step, max_kl=max_kl)
+
+    for max_kl in (0.01, 0.5):
+        result = trpo_update(params, jnp.asarray(max_kl), iterations=10)
+        assert bool(result.accepted)
+        true_kl = float(_mean_kl(logits_fn(params), logits_fn(result.params)))
+        assert true_kl <= max_kl
+        np.testing.assert_allclose(result.kl, true_kl, rtol=1e-4, atol=1e-7)
+        assert float(surrogate(result.params)) > float(surrogate(params))
+        assert float(result.kl) > 0.25 * max_kl  # a real step, not a trivial one
+
+
+# --------------------------------------------------------------------------- compatible features
+
+
+def _tabular_mdp(key, gamma=0.9):
+    """Random MDP with 3 states, 3 actions and 2-d state features, solved exactly."""
+    num_states, num_actions, dim = 3, 3, 2
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    transitions = jax.nn.softmax(2.0 * jax.random.normal(k1, (num_states, num_actions,
+                                                              num_states)))
+    rewards = jax.random.normal(k2, (num_states, num_actions))
+    features = jax.random.normal(k3, (num_states, dim))
+    rho0 = jnp.ones(num_states) / num_states
+
+    def solve(probs):
+        p_pi = jnp.einsum("sa,sat->st", probs, transitions)
+        r_pi = jnp.sum(probs * rewards, -1)
+        values = jnp.linalg.solve(jnp.eye(num_states) - gamma * p_pi, r_pi)
+        q = rewards + gamma * transitions @ values
+        visitation = (1 - gamma) * jnp.linalg.solve((jnp.eye(num_states) - gamma * p_pi).T, rho0)
+        return values, q, visitation
+
+    return features, solve, rho0, jax.random.normal(k4, (dim, num_actions))
+
+
+@pytest.mark.parametrize("reference_action", [True, False], ids=["identified", "overparam"])
+def test_compatible_features_weights_equal_natural_gradient(reference_action):
+    gamma = 0.9
+    features, solve, rho0, theta = _tabular_mdp(jax.random.PRNGKey(15), gamma)
+    if reference_action:
+        theta = theta[:, 1:]  # action 0 has logit 0: the Fisher is non-singular
+
+    def log_policy(th):
+        logits = features @ th
+        if reference_action:
+            logits = jnp.concatenate([jnp.zeros((logits.shape[0], 1)), logits], -1)
+        return jax.nn.log_softmax(logits)
+
+    @jax.jit
+    def exact_quantities(theta):
+        objective = lambda th: rho0 @ solve(jnp.exp(log_policy(th)))[0]
+        probs = jnp.exp(log_policy(theta))
+        values, q, visitation = solve(probs)
+        scores = jax.jacobian(log_policy)(theta).reshape(probs.shape + (-1,))  # [S, A, P]
+        return jax.grad(objective)(theta), scores, q - values[:, None], visitation[:, None] * probs
+
+    policy_gradient, scores, advantages, weights = exact_quantities(theta)
+    policy_gradient = np.asarray(policy_gradient, np.float64).ravel()  # exact ∇J
+    n_params = scores.shape[-1]
+    fit = jax.jit(pgkit.compatible_features_weights)
+    w = fit(scores.reshape(-1, n_params), advantages.ravel(), weights.ravel())
+    s64, q64 = np.asarray(scores, np.float64), np.asarray(weights, np.float64)
+    fisher = np.einsum("sa,sap,saq->pq", q64, s64, s64)
+    # Policy gradient theorem: ∇J = E_{d,π}[ψ A] / (1 - γ), so the fit solves F w = (1 - γ)∇J.
+    g = (1 - gamma) * policy_gradient
+    np.testing.assert_allclose(fisher @ np.asarray(w, np.float64), g, atol=2e-5)
+    expected = np.linalg.pinv(fisher, rcond=1e-8) @ g
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(w, expected, atol=2e-4 * scale)
+    if reference_action:
+        assert np.linalg.matrix_rank(fisher) == n_params
+        np.testing.assert_allclose(w, np.linalg.solve(fisher, g), atol=2e-4 * scale)
+    else:
+        assert np.linalg.matrix_rank(fisher, tol=1e-8) < n_params  # truly singular: min-norm
+    # Ridge: (F + λI) w = g.
+    w_ridge = fit(scores.reshape(-1, n_params), advantages.ravel(), weights.ravel(), ridge=0.1)
+    np.testing.assert_allclose(w_ridge, np.linalg.solve(fisher + 0.1 * np.eye(n_params), g),
+                               atol=2e-5)
+
+
+def test_compatible_features_weights_equal_cg_on_empirical_fisher():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(16))
+    scores = jax.random.normal(k1, (40, 5))
+    advantages = jax.random.normal(k2, (40,))
+    g = scores.T @ advantages / 40
+    w = pgkit.compatible_features_weights(scores, advantages, ridge=0.2)
+    cg = pgkit.conjugate_gradient(
+        lambda v: pgkit.empirical_fisher_vector_product(scores, v, damping=0.2), g, iterations=10
+    )
+    np.testing.assert_allclose(w, cg.solution, rtol=1e-4, atol=1e-5)
+    # No gradient into the advantages by default (w is linear in them: ∂Σw/∂A = S(F̂+λI)⁻¹1/N
+    # would be non-zero without the stop-gradient).
+    grad_adv = jax.grad(lambda a: jnp.sum(pgkit.compatible_features_weights(scores, a)))
+    np.testing.assert_array_equal(grad_adv(advantages), np.zeros(40))
+    # Invariance: vmap over a batch of problems (jit is exercised by the exact-expectation test).
+    stacked = jax.vmap(pgkit.compatible_features_weights)(
+        jnp.stack([scores, -scores]), jnp.stack([advantages, advantages])
+    )
+    np.testing.assert_allclose(stacked[1], -stacked[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stacked[0], pgkit.compatible_features_weights(scores, advantages),
+                               rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_raises():
+    params = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
+    kl = lambda p: jnp.sum(p["a"] ** 2)
+    with pytest.raises(ValueError, match="vector"):
+        pgkit.fisher_vector_product(kl, params, {"a": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="vector"):
+        pgkit.fisher_vector_product(kl, params, {"a": jnp.zeros(2), "b": jnp.zeros(4)})
+    with pytest.raises(ValueError, match="score_vectors"):
+        pgkit.empirical_fisher_vector_product(jnp.zeros(3), jnp.zeros(3))
+    with pytest.raises(ValueError, match="vector"):
+        pgkit.empirical_fisher_vector_product(jnp.zeros((4, 3)), jnp.zeros(4))
+    with pytest.raises(ValueError, match="iterations"):
+        pgkit.conjugate_gradient(lambda v: v, jnp.ones(2), iterations=2.0)
+    with pytest.raises(ValueError, match="fisher_direction"):
+        pgkit.natural_step(params, {"a": jnp.zeros(2)}, max_kl=0.1)
+    with pytest.raises(ValueError, match="max_backtracks"):
+        pgkit.backtracking_line_search(kl, kl, params, params, max_kl=0.1, max_backtracks=0)
+    with pytest.raises(ValueError, match="full_step"):
+        pgkit.backtracking_line_search(kl, kl, params, {"a": jnp.zeros(2)}, max_kl=0.1)
+    with pytest.raises(ValueError, match="surrogate_fn"):
+        pgkit.backtracking_line_search(lambda p: p["a"], kl, params, params, max_kl=0.1)
+    with pytest.raises(ValueError, match="advantages"):
+        pgkit.compatible_features_weights(jnp.zeros((4, 3)), jnp.zeros(3))
+    with pytest.raises(ValueError, match="weights"):
+        pgkit.compatible_features_weights(jnp.zeros((4, 3)), jnp.zeros(4), jnp.ones(3))
