@@ -149,11 +149,14 @@ def reinforce_total(table, rewards, baselines, causal, stop_target_gradients=Tru
     ).sum()
 
 
+reinforce_grad = jax.jit(jax.grad(reinforce_total, argnums=(0, 1, 2)), static_argnums=(3, 4))
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_reinforce_gradient_matches_numpy_loop(causal):
     baseline_arrays = (None, 0.7, np.asarray(jax.random.normal(jax.random.key(5), (T, B))), np.array([0.3, -0.4]))
     for baselines in baseline_arrays:
-        got = jax.grad(reinforce_total)(jnp.asarray(TABLE), jnp.asarray(REWARDS), baselines, causal)
+        got, _, _ = reinforce_grad(jnp.asarray(TABLE), jnp.asarray(REWARDS), baselines, causal, True)
         expected = np_reinforce_gradient(TABLE, REWARDS, DISCOUNTS, DONES, 0.0 if baselines is None else baselines, causal)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -173,18 +176,18 @@ def test_reinforce_causal_and_whole_trajectory_weights():
 def test_reinforce_stop_gradients():
     table, rewards, baselines = jnp.asarray(TABLE), jnp.asarray(REWARDS), jnp.full((T, B), 0.5)
     for causal in (True, False):
-        grad_r, grad_b = jax.grad(reinforce_total, argnums=(1, 2))(table, rewards, baselines, causal)
+        _, grad_r, grad_b = reinforce_grad(table, rewards, baselines, causal, True)
         assert np.all(np.asarray(grad_r) == 0.0) and np.all(np.asarray(grad_b) == 0.0)
-        grad_r, grad_b = jax.grad(reinforce_total, argnums=(1, 2))(table, rewards, baselines, causal, False)
+        _, grad_r, grad_b = reinforce_grad(table, rewards, baselines, causal, False)
         log_probs = np.asarray(jax.nn.log_softmax(table)[STATES, ACTIONS])
         np.testing.assert_allclose(grad_b, log_probs, rtol=1e-6)  # ∂/∂b_t of −log π (G − b)
         assert np.any(np.asarray(grad_r) != 0.0)
     # With open gradients, d loss / d rewards is −Σ_t log π_t ∂G_t/∂r_k: check by finite differences.
     eps = 1e-2
     basis = np.eye(T * B, dtype=np.float32).reshape(T * B, T, B) * eps
-    fd_total = jax.vmap(lambda d: reinforce_total(table, rewards + d, None, True, False))
+    fd_total = jax.jit(jax.vmap(lambda d: reinforce_total(table, rewards + d, baselines, True, False)))
     fd = (fd_total(basis) - fd_total(-basis)) / (2 * eps)
-    grad_r = jax.grad(reinforce_total, argnums=1)(table, rewards, None, True, False)
+    _, grad_r, _ = reinforce_grad(table, rewards, baselines, True, False)
     np.testing.assert_allclose(np.asarray(fd).reshape(T, B), grad_r, atol=5e-3)
 
 
@@ -223,14 +226,14 @@ def test_pathwise_gradient_matches_analytic_and_finite_differences():
     mean_loss = jax.jit(lambda th: per_sample_loss(th, jax.random.key(8)).mean())
     eps = 1e-2
     fd = (mean_loss(theta + eps) - mean_loss(theta - eps)) / (2 * eps)
-    np.testing.assert_allclose(jax.grad(mean_loss)(theta), fd, rtol=1e-3)
+    np.testing.assert_allclose(jax.jit(jax.grad(mean_loss))(theta), fd, rtol=1e-3)
 
     # The gradient lives in the sample: a stop-gradient'ed action carries none.
     def stopped(th):
         actions = jax.lax.stop_gradient(distrax.Normal(th, sigma).sample(seed=jax.random.key(8)))
         return pgkit.pathwise_loss(-((actions - c) ** 2))
 
-    assert float(jax.grad(stopped)(theta)) == 0.0
+    assert float(jax.jit(jax.grad(stopped))(theta)) == 0.0
     np.testing.assert_allclose(pgkit.pathwise_loss(jnp.array([1.0, -2.0])), [-1.0, 2.0])
 
 
