@@ -389,8 +389,8 @@ class VecEnv:
         Returns:
             ``(state, step)``: the next :class:`VecEnvState` and an :class:`EnvStep`.
         """
-        keys = jax.random.split(key, self.num_envs)
         env_actions = self._env_actions(actions)
+        keys = jax.random.split(key, self.num_envs)
         raw_obs, env_state, reward, terminated, truncated, info = jax.vmap(
             self.env.step, in_axes=(0, 0, 0, None)
         )(keys, state.env_state, env_actions, self.env_params)
