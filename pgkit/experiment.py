@@ -263,7 +263,7 @@ def _chunk_length(num_updates: int, requested: int | None) -> int:
         return min(requested, num_updates)
     # about 20 progress lines, with a chunk that divides the run (no second compilation)
     target = max(1, num_updates // 20)
-    divisors = [k for k in range(max(1, target // 2), 2 * target + 1) if num_updates % k == 0]
+    divisors = [k for k in range(max(1, (target + 1) // 2), 2 * target + 1) if num_updates % k == 0]
     return min(divisors, key=lambda k: abs(math.log(k / target))) if divisors else target
 
 
@@ -433,7 +433,7 @@ def _read_metric_arrays(run, updates_done: int):
     for r in rows:
         member = int(r["setting"]) * run.seeds + int(r["seed"])
         for n in names:
-            metrics[n][member, int(r["update"])] = float(r[n])
+            metrics[n][member, int(r["update"])] = np.float32(r[n])
     return metrics
 
 
@@ -456,7 +456,8 @@ def _append_csv(run, metrics_chunk: dict, first_update: int, steps_per_update: i
             for i in range(length):
                 u = first_update + i
                 row = [label, g, s, u, (u + 1) * steps_per_update, *hp_values]
-                row += [f"{float(metrics_chunk[n][member, i]):.6g}" for n in names]
+                # float32 metrics: 9 significant digits round-trip exactly (resume reads them back)
+                row += [f"{float(metrics_chunk[n][member, i]):.9g}" for n in names]
                 writer.writerow(row)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -109,7 +110,8 @@ def make(config: Config, env_name: str) -> Recipe:
     total_opt_steps = max(num_updates * config.epochs * config.minibatches, 1)
 
     def distribution(actor, obs):
-        return jax.vmap(actor.distribution)(obs)
+        # raw parameters cross the vmap boundary; the distribution is built on the batch
+        return _as_distribution(env.discrete, jax.vmap(actor)(obs))
 
     def init(key, hp: HParams) -> State:
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
@@ -221,8 +223,6 @@ def make(config: Config, env_name: str) -> Recipe:
 
 
 def _as_distribution(discrete: bool, params):
-    import distrax
-
     if discrete:
         return distrax.Categorical(logits=params)
     mean, log_std = params
