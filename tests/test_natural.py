@@ -268,6 +268,27 @@ def test_natural_step_kl_matches_trust_region_radius():
         assert float(surrogate(new_params)) > float(surrogate(params))
 
 
+def test_natural_step_closed_form_jit_vmap():
+    x = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([[0.5]])}
+    fx = {"a": jnp.array([3.0, -1.0]), "b": jnp.array([[2.0]])}  # xᵀFx = 3 + 2 + 1 = 6
+    traces = []
+
+    @jax.jit
+    def step(max_kl):
+        traces.append(None)
+        return pgkit.natural_step(x, fx, max_kl=max_kl)
+
+    for max_kl in (0.03, 0.12):
+        got = step(jnp.asarray(max_kl))
+        scale = np.sqrt(2 * max_kl / 6.0)
+        np.testing.assert_allclose(got["a"], scale * np.array([1.0, -2.0]), rtol=1e-6)
+        np.testing.assert_allclose(got["b"], scale * np.array([[0.5]]), rtol=1e-6)
+    assert len(traces) == 1  # a new float max_kl does not retrace
+    swept = jax.vmap(step)(jnp.array([0.03, 0.12]))
+    eager = pgkit.natural_step(x, fx, max_kl=0.12)
+    np.testing.assert_allclose(swept["a"][1], eager["a"], rtol=1e-6)
+
+
 def test_natural_step_zero_direction_gives_zero_step():
     zero = {"a": jnp.zeros(3)}
     step = pgkit.natural_step(zero, zero, max_kl=0.01)
