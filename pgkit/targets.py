@@ -1,15 +1,22 @@
 """Target-network updates over parameter pytrees: Polyak averaging and periodic hard copies.
 
 Estimator layer: imports only jax. Both functions take the online parameters first and the
-target parameters second, work on any pytree of floating arrays with matching structure and
-shapes (filter equinox modules with ``eqx.filter(model, eqx.is_inexact_array)`` first), and
-are jit- and vmap-friendly: ``tau`` and ``step`` are traced.
+target parameters second, and work on any pytree with matching structure (an equinox module
+included): floating-array leaves are updated; every other leaf (integer arrays such as step
+counters, activation functions, Python scalars) is returned from the target unchanged. They are
+jit- and vmap-friendly: ``tau`` and ``step`` are traced.
 """
 
 import jax
 import jax.numpy as jnp
 
 __all__ = ["polyak_update", "periodic_update"]
+
+
+def _is_inexact_array(x):
+    """A floating (or complex) array leaf: a jax/NumPy array or tracer; Python scalars and objects are not."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and hasattr(x, "shape") and jnp.issubdtype(dtype, jnp.inexact)
 
 
 def _check_trees(online_params, target_params):
@@ -20,12 +27,22 @@ def _check_trees(online_params, target_params):
             f"target_params must have the tree structure of online_params {online_def}; got {target_def}"
         )
     for i, (o, t) in enumerate(zip(online_leaves, target_leaves)):
-        if jnp.shape(o) != jnp.shape(t):
+        if _is_inexact_array(o) != _is_inexact_array(t):
+            raise ValueError(
+                f"target_params leaf {i} must be a floating array exactly where online_params leaf {i} is one; "
+                f"got {type(t).__name__} against {type(o).__name__}"
+            )
+        if _is_inexact_array(t) and jnp.shape(o) != jnp.shape(t):
             raise ValueError(
                 f"target_params leaf {i} must have the shape of online_params leaf {jnp.shape(o)}; got {jnp.shape(t)}"
             )
-        if not jnp.issubdtype(jnp.result_type(t), jnp.inexact):
-            raise ValueError(f"target_params leaf {i} must be a floating array; got dtype {jnp.result_type(t)}")
+
+
+def _map_inexact(fn, online_params, target_params):
+    """Apply fn to floating-array leaf pairs; every other leaf comes back from target_params unchanged."""
+    return jax.tree.map(
+        lambda o, t: fn(o, t) if _is_inexact_array(t) else t, online_params, target_params
+    )
 
 
 def polyak_update(online_params, target_params, *, tau):
@@ -38,12 +55,13 @@ def polyak_update(online_params, target_params, *, tau):
     optax; a test checks the two agree). τ = 1 copies, τ = 0 keeps the target.
 
     Args:
-      online_params: θ, pytree of floating arrays.
-      target_params: θ_targ, pytree with the same structure and leaf shapes.
+      online_params: θ, pytree (e.g. an equinox module); its floating-array leaves are averaged.
+      target_params: θ_targ, pytree with the same structure and floating-leaf shapes.
       tau: τ ∈ [0, 1], weight of the online parameters (traced scalar; DDPG/TD3/SAC use 0.005).
 
     Returns:
-      New target parameters, same structure and dtypes as ``target_params``.
+      New target parameters, same structure and dtypes as ``target_params`` (non-floating leaves
+      are the target's, unchanged).
 
     Gradients:
       None intended (an update rule, applied outside any loss); the map is linear in both trees.
@@ -66,7 +84,7 @@ def polyak_update(online_params, target_params, *, tau):
         weight = jnp.asarray(tau, target.dtype)
         return (weight * online + (1 - weight) * target).astype(target.dtype)
 
-    return jax.tree.map(average, online_params, target_params)
+    return _map_inexact(average, online_params, target_params)
 
 
 def periodic_update(online_params, target_params, *, step, period):
@@ -79,13 +97,14 @@ def periodic_update(online_params, target_params, *, step, period):
     count from 1 (call after incrementing) to copy after every ``period`` updates.
 
     Args:
-      online_params: θ, pytree of floating arrays.
-      target_params: θ_targ, pytree with the same structure and leaf shapes.
+      online_params: θ, pytree (e.g. an equinox module); its floating-array leaves are copied.
+      target_params: θ_targ, pytree with the same structure and floating-leaf shapes.
       step: integer step counter, scalar (traced).
       period: copy period ≥ 1, int (static or traced).
 
     Returns:
-      New target parameters, same structure and dtypes as ``target_params``.
+      New target parameters, same structure and dtypes as ``target_params`` (non-floating leaves
+      are the target's, unchanged).
 
     Gradients:
       None intended (an update rule).
@@ -112,4 +131,4 @@ def periodic_update(online_params, target_params, *, step, period):
         target = jnp.asarray(target)
         return jnp.where(copy, jnp.asarray(online).astype(target.dtype), target)
 
-    return jax.tree.map(select, online_params, target_params)
+    return _map_inexact(select, online_params, target_params)

@@ -1,5 +1,6 @@
 """Tests for pgkit.targets: Polyak averaging and periodic hard copies over pytrees."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,6 +110,29 @@ def test_vmap_and_no_retrace():
             np.testing.assert_array_equal(np.asarray(got[i]), np.asarray(ref))
 
 
+def test_equinox_modules_and_non_floating_leaves():
+    """Floating-array leaves are updated; functions, integer arrays and Python scalars come from the target."""
+    online = eqx.nn.MLP(3, 2, 4, 1, key=jax.random.key(0))
+    target = eqx.nn.MLP(3, 2, 4, 1, key=jax.random.key(1))
+    online = {"net": online, "count": jnp.array(7), "eps": 0.5}
+    target = {"net": target, "count": jnp.array(2), "eps": 0.25}
+    for new in (pgkit.polyak_update(online, target, tau=0.25), pgkit.periodic_update(online, target, step=4, period=2)):
+        assert jax.tree.structure(new) == jax.tree.structure(target)
+        assert int(new["count"]) == 2 and new["eps"] == 0.25
+        assert new["net"].activation is target["net"].activation
+    polyak = pgkit.polyak_update(online, target, tau=0.25)
+    pairs = zip(*(jax.tree.leaves(eqx.filter(t["net"], eqx.is_inexact_array)) for t in (polyak, online, target)))
+    for p, o, t in pairs:
+        np.testing.assert_allclose(np.asarray(p), 0.25 * np.asarray(o) + 0.75 * np.asarray(t), rtol=1e-6, atol=1e-7)
+    copied = pgkit.periodic_update(online, target, step=4, period=2)
+    for c, o in zip(*(jax.tree.leaves(eqx.filter(t["net"], eqx.is_inexact_array)) for t in (copied, online))):
+        np.testing.assert_array_equal(np.asarray(c), np.asarray(o))
+    # inside a jitted update (equinox filter_jit handles the non-array leaves)
+    jitted = eqx.filter_jit(lambda o, t, tau: pgkit.polyak_update(o, t, tau=tau))(online, target, jnp.float32(0.25))
+    for a, b in zip(jax.tree.leaves(eqx.filter(jitted, eqx.is_inexact_array)), jax.tree.leaves(eqx.filter(polyak, eqx.is_inexact_array))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
 def test_bad_input_raises():
     a = {"w": jnp.ones(3)}
     with pytest.raises(ValueError, match="tree structure"):
@@ -116,7 +140,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="shape"):
         pgkit.polyak_update(a, {"w": jnp.ones(2)}, tau=0.1)
     with pytest.raises(ValueError, match="floating"):
-        pgkit.polyak_update({"w": jnp.ones(3, jnp.int32)}, {"w": jnp.ones(3, jnp.int32)}, tau=0.1)
+        pgkit.polyak_update({"w": jnp.ones(3, jnp.int32)}, {"w": jnp.ones(3)}, tau=0.1)
     with pytest.raises(ValueError, match="period"):
         pgkit.periodic_update(a, a, step=0, period=0)
     with pytest.raises(ValueError, match="step"):
