@@ -191,9 +191,11 @@ def test_squashed_gaussian_jit_vmap_batch_invariance_and_no_retrace():
     def vmapped(u, mean, log_std, keys):
         lp = jax.vmap(lambda a, b, c: pgkit.tanh_gaussian_log_prob(a, b, c, low=LOW, high=HIGH))(u, mean, log_std)
         samples = jax.vmap(lambda k, m, s: pgkit.tanh_gaussian_sample_and_log_prob(m, s, key=k))(keys, mean, log_std)
-        return lp, samples
+        mode = jax.vmap(lambda m: pgkit.tanh_gaussian_mode(m, low=LOW, high=HIGH))(mean)
+        return lp, samples, mode
 
-    lp_vmap, batched = vmapped(u, mean, log_std, keys)
+    lp_vmap, batched, mode = vmapped(u, mean, log_std, keys)
+    np.testing.assert_allclose(np.asarray(mode), np.asarray(pgkit.tanh_gaussian_mode(mean, low=LOW, high=HIGH)), rtol=1e-6, atol=1e-6)
     lp_direct = pgkit.tanh_gaussian_log_prob(u, mean, log_std, low=LOW, high=HIGH)
     np.testing.assert_allclose(np.asarray(lp_direct), np.asarray(lp_vmap), rtol=1e-6, atol=1e-6)
     single = pgkit.tanh_gaussian_sample_and_log_prob(mean[2], log_std[2], key=keys[2])

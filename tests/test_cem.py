@@ -185,6 +185,8 @@ def test_approximate_cem_loss_values_gradient_and_tabular_special_case():
     assert np.asarray(pgkit.approximate_cem_loss(jnp.array([-jnp.inf, -1.0]), jnp.array([0.0, 1.0]))).tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="elite_mask"):
         pgkit.approximate_cem_loss(log_probs, np.ones(4))
+    vmapped = jax.jit(jax.vmap(pgkit.approximate_cem_loss, in_axes=(1, 0), out_axes=1))(log_probs, mask)
+    np.testing.assert_allclose(np.asarray(vmapped), np.asarray(got), rtol=1e-6)
 
     # Tabular softmax policy: the maximum-likelihood fit (zero gradient of the summed loss on visited
     # states) is the λ = 0 tabular CEM table.

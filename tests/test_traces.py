@@ -181,6 +181,10 @@ def test_batched_leading_axis_equals_vmap_and_td_error_carries_no_gradient():
         np.asarray(deltas)[:, None] * (np.asarray(decays)[:, None] * 0.7 * np.asarray(trace["w"]) + np.asarray(grad["w"])),
         rtol=1e-5, atol=1e-6,
     )
+    for fn in (pgkit.accumulating_trace, pgkit.replacing_trace):
+        direct = fn(trace, grad, discount=decays, lambda_=0.7)
+        vmapped = jax.jit(jax.vmap(lambda tr, g, dc: fn(tr, g, discount=dc, lambda_=0.7)))(trace, grad, decays)
+        np.testing.assert_allclose(np.asarray(direct["w"]), np.asarray(vmapped["w"]), rtol=1e-6, atol=1e-6)
     g = jax.grad(lambda dl: jnp.sum(pgkit.td_lambda_update(trace, grad, dl, discount=decays, lambda_=0.7).increment["w"]))(deltas)
     assert np.all(np.asarray(g) == 0)
 
