@@ -7,6 +7,8 @@ b* = E[g² R] / E[g²], the leave-one-out mean of the other samples, and ``value
 learned, state-dependent baseline V(s).
 """
 
+import operator
+
 import jax
 import jax.numpy as jnp
 
@@ -30,15 +32,20 @@ def _as_float(x):
 
 
 def _normalise_axes(name, axis, ndim):
-    """Static axes as a sorted tuple of non-negative ints; ValueError naming ``name`` if bad."""
+    """Static axes as a sorted tuple of non-negative ints; ValueError naming ``axis`` if bad."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
-        if not isinstance(a, int) or not -ndim <= a < ndim:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            a = None
+        if a is None or not -ndim <= a < ndim:
             raise ValueError(
-                f"axis must be None or ints in [-{ndim}, {ndim}) for {name} of rank {ndim}, got {axis}"
+                f"axis must be None or ints in [-{ndim}, {ndim}) for {name} of rank {ndim}, "
+                f"got {axis}"
             )
         out.append(a % ndim)
     if len(set(out)) != len(out):
@@ -166,7 +173,8 @@ def optimal_baseline(score_vectors, returns, *, per_parameter=True):
 
     Reference:
         Greensmith, Bartlett, Baxter (2004), "Variance Reduction Techniques for Gradient
-        Estimates in Reinforcement Learning", JMLR 5, https://www.jmlr.org/papers/v5/greensmith04a.html;
+        Estimates in Reinforcement Learning", JMLR 5,
+        https://www.jmlr.org/papers/v5/greensmith04a.html;
         Peters, Schaal (2008), "Reinforcement learning of motor skills with policy gradients",
         Neural Networks 21(4), https://doi.org/10.1016/j.neunet.2008.02.003
     """

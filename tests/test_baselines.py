@@ -60,7 +60,8 @@ def test_mean_baseline_matches_numpy():
     for axis in (None, 0, 1, -1, (0, 2)):
         got = mean_baseline(returns, axis=axis)
         assert got.shape == returns.shape
-        np.testing.assert_allclose(got, np.broadcast_to(np.mean(returns, axis=axis, keepdims=True), returns.shape), rtol=1e-6)
+        expected = np.broadcast_to(np.mean(returns, axis=axis, keepdims=True), returns.shape)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert float(mean_baseline(jnp.array([1, 2, 6]))[0]) == 3.0  # integer returns become floats
 
 
@@ -72,7 +73,10 @@ def test_leave_one_out_matches_a_loop():
         )
     flat = returns.reshape(-1)
     np.testing.assert_allclose(
-        leave_one_out_baseline(returns, axis=None), np_leave_one_out(flat, 0).reshape(returns.shape), rtol=1e-5, atol=1e-6
+        leave_one_out_baseline(returns, axis=None),
+        np_leave_one_out(flat, 0).reshape(returns.shape),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -269,7 +273,8 @@ def test_jit_vmap_and_batch_invariance():
         np.testing.assert_allclose(vmapped, direct, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(oracle, direct, rtol=1e-5, atol=1e-6)
     scalar = jax.vmap(functools.partial(pgkit.optimal_baseline, per_parameter=False))(scores, returns)
-    np.testing.assert_allclose(scalar, [np_optimal_baseline(s, r, False) for s, r in zip(scores, returns)], rtol=1e-5)
+    expected = [np_optimal_baseline(s, r, False) for s, r in zip(scores, returns)]
+    np.testing.assert_allclose(scalar, expected, rtol=1e-5)
 
 
 def test_bad_input_raises_value_errors_naming_the_argument():

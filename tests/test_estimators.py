@@ -29,10 +29,13 @@ def assert_within_4_se(per_sample, analytic, factor=1.0):
 def test_score_function_loss_values_broadcasting_and_stop_gradient():
     log_probs = jnp.log(jnp.array([[0.2, 0.5], [0.9, 0.1], [0.3, 0.3]]))  # [T=3, B=2]
     weights = jnp.array([[1.0, -2.0], [0.5, 3.0], [0.0, 1.0]])
-    np.testing.assert_allclose(pgkit.score_function_loss(log_probs, weights), -np.asarray(log_probs) * np.asarray(weights), rtol=1e-6)
+    expected = -np.asarray(log_probs) * np.asarray(weights)
+    np.testing.assert_allclose(pgkit.score_function_loss(log_probs, weights), expected, rtol=1e-6)
     per_episode = jnp.array([2.0, -1.0])  # [B] weights broadcast over time
     np.testing.assert_allclose(
-        pgkit.score_function_loss(log_probs, per_episode), pgkit.score_function_loss(log_probs, jnp.broadcast_to(per_episode, (3, 2))), rtol=1e-6
+        pgkit.score_function_loss(log_probs, per_episode),
+        pgkit.score_function_loss(log_probs, jnp.broadcast_to(per_episode, (3, 2))),
+        rtol=1e-6,
     )
 
     total = lambda lp, w, **kw: pgkit.score_function_loss(lp, w, **kw).sum()  # noqa: E731
@@ -157,7 +160,8 @@ def test_reinforce_gradient_matches_numpy_loop(causal):
     baseline_arrays = (None, 0.7, np.asarray(jax.random.normal(jax.random.key(5), (T, B))), np.array([0.3, -0.4]))
     for baselines in baseline_arrays:
         got, _, _ = reinforce_grad(jnp.asarray(TABLE), jnp.asarray(REWARDS), baselines, causal, True)
-        expected = np_reinforce_gradient(TABLE, REWARDS, DISCOUNTS, DONES, 0.0 if baselines is None else baselines, causal)
+        b = 0.0 if baselines is None else baselines
+        expected = np_reinforce_gradient(TABLE, REWARDS, DISCOUNTS, DONES, b, causal)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -199,7 +203,8 @@ def test_reinforce_jit_vmap_and_batch_invariance():
         fn = functools.partial(pgkit.reinforce_loss, causal=causal)
         direct = fn(*args, baselines=baselines)
         np.testing.assert_allclose(jax.jit(fn)(*args, baselines=baselines), direct, rtol=1e-6, atol=1e-6)
-        vmapped = jax.vmap(lambda lp, r, d, e, b: fn(lp, r, d, e, baselines=b), in_axes=1, out_axes=1)(*args, baselines)
+        per_column = lambda lp, r, d, e, b: fn(lp, r, d, e, baselines=b)  # noqa: E731
+        vmapped = jax.vmap(per_column, in_axes=1, out_axes=1)(*args, baselines)
         np.testing.assert_allclose(vmapped, direct, rtol=1e-6, atol=1e-6)
     column = pgkit.reinforce_loss(*(a[:, 1] for a in args), baselines=baselines[:, 1])
     np.testing.assert_allclose(column, pgkit.reinforce_loss(*args, baselines=baselines)[:, 1], rtol=1e-6)
@@ -241,7 +246,8 @@ def test_score_function_multiplier_reproduces_the_score_function_surrogate():
     log_probs = jnp.log(jnp.array([0.2, 0.5, 0.9]))
     weights = jnp.array([1.0, -2.0, 3.0])
     np.testing.assert_allclose(pgkit.score_function_multiplier(log_probs), 1.0)
-    via_multiplier = jax.grad(lambda lp: pgkit.pathwise_loss(pgkit.score_function_multiplier(lp) * weights).sum())(log_probs)
+    surrogate = lambda lp: pgkit.pathwise_loss(pgkit.score_function_multiplier(lp) * weights)  # noqa: E731
+    via_multiplier = jax.grad(lambda lp: surrogate(lp).sum())(log_probs)
     via_score = jax.grad(lambda lp: pgkit.score_function_loss(lp, weights).sum())(log_probs)
     np.testing.assert_allclose(via_multiplier, via_score, rtol=1e-6)
 
@@ -288,7 +294,12 @@ def test_simple_functions_are_jit_and_vmap_invariant():
 
 
 def test_every_public_name_is_covered():
-    assert sorted(estimators.__all__) == ["pathwise_loss", "reinforce_loss", "score_function_loss", "score_function_multiplier"]
+    assert sorted(estimators.__all__) == [
+        "pathwise_loss",
+        "reinforce_loss",
+        "score_function_loss",
+        "score_function_multiplier",
+    ]
 
 
 def test_bad_input_raises_value_errors_naming_the_argument():
