@@ -510,14 +510,13 @@ def _loop(run: _Run, state, member_hparams, *, start: int, metrics, stop_after_c
     compiled_chunk(min(run.chunk, run.num_updates - start) if start < run.num_updates else run.chunk)
     compile_seconds = time.perf_counter() - t_compile
     run.log(f"compiled in {compile_seconds:.1f}s")
-    u, chunks, t_start, run_seconds = start, 0, time.perf_counter(), 0.0
+    u, chunks, t_start = start, 0, time.perf_counter()
     while u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks):
         length = min(run.chunk, run.num_updates - u)
         t0 = time.perf_counter()
         state, chunk_metrics = compiled_chunk(length)(state, member_hparams)
         chunk_metrics = {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(chunk_metrics).items()}
         dt = time.perf_counter() - t0
-        run_seconds += dt
         _check_finite(chunk_metrics, u)
         collected.append(chunk_metrics)
         if run.run_dir is not None:
@@ -528,7 +527,7 @@ def _loop(run: _Run, state, member_hparams, *, start: int, metrics, stop_after_c
             _write_checkpoint(run, state, u, time.perf_counter() - t_start)
         returns = chunk_metrics["episode_return"][:, -1]
         rate = run.num_members * length * steps_per_update / dt
-        eta = (run.num_updates - u) * run_seconds / max(u - start, 1)
+        eta = (run.num_updates - u) * (time.perf_counter() - t_start) / max(u - start, 1)
         run.log(
             f"update {u:>5}/{run.num_updates} | steps {u * steps_per_update:>10,}/{total_steps:,} | "
             f"{rate:>10,.0f} steps/s | return mean {returns.mean():8.2f} min {returns.min():8.2f} "
