@@ -187,13 +187,14 @@ def make(config: Config, env_name: str) -> Recipe:
             traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
         )
         flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), (traj, gae.advantages, gae.targets))
-        old_params = jax.vmap(actor)(flat[0].obs)
+        # the behaviour policy's raw parameters, for the analytic KL of the penalty objective
+        old_params = jax.vmap(actor)(flat[0].obs) if config.objective == "adaptive_kl" else None
         flat = (*flat, old_params)
 
         def minibatch_step(carry, indices):
             networks, opt_state, step = carry
             traj_mb, adv_mb, target_mb, old_params_mb = jax.tree.map(lambda x: x[indices], flat)
-            old_dist = _as_distribution(env.discrete, old_params_mb)
+            old_dist = None if old_params_mb is None else _as_distribution(env.discrete, old_params_mb)
             grads, stats = jax.grad(loss_fn, has_aux=True)(
                 networks, (traj_mb, adv_mb, target_mb, old_dist), state.beta, hp
             )
