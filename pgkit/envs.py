@@ -211,15 +211,18 @@ class VecEnv:
     Attributes:
         name: gymnax environment name.
         num_envs: E, the number of parallel environments.
-        observation_size: size of the flattened observation.
+        observation_size: size of the flattened observation (``observation_shape`` is the
+            gymnax one).
         discrete: whether actions are integers in ``[0, num_actions)``.
         num_actions: number of actions (discrete envs; ``None`` otherwise).
-        action_size: action dimension (continuous envs; ``None`` otherwise).
+        action_size: action dimension (continuous envs; ``None`` otherwise); the gymnax
+            action shape is ``action_shape``.
         action_low, action_high: Box bounds as float32 NumPy arrays ``[action_size]``
             (continuous envs; ``None`` otherwise). Policies emit actions in [−1, 1].
         normalize_observations, scale_rewards, gamma, clip_observations, clip_rewards,
         epsilon: wrapper settings (see :func:`make`).
-        env, env_params: the gymnax environment and its parameters.
+        env, env_params: the gymnax environment and its parameters (``env_kwargs`` and
+            ``env_params_overrides`` record how they were built, for equality and hashing).
 
     Example:
         >>> import jax, jax.numpy as jnp

@@ -121,6 +121,10 @@ def test_tanh_gaussian_log_std_is_bounded_and_state_dependent(batch):
     np.testing.assert_allclose(mean, out[:, :ACT], rtol=1e-6)
     np.testing.assert_allclose(log_std, -4.0 + 2.5 * (np.tanh(out[:, ACT:]) + 1.0), rtol=1e-5, atol=1e-6)
     assert np.std(np.asarray(log_std[:B, 0])) > 0  # state-dependent
+    # Composes with the squashed sampler of pgkit.actions (which owns sampling and log-probs).
+    action, log_prob = pgkit.tanh_gaussian_sample_and_log_prob(mean, log_std, key=jax.random.key(3))
+    assert action.shape == (B + 2, ACT) and log_prob.shape == (B + 2,)
+    assert np.all(np.abs(np.asarray(action)) <= 1.0)
     with pytest.raises(ValueError, match="log_std_min"):
         nn.TanhGaussianPolicy(OBS, ACT, log_std_min=1.0, log_std_max=0.0, key=KEY)
 
