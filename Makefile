@@ -18,6 +18,6 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python bench/ppo_throughput.py
+	$(BIN)/python bench/throughput.py
 
 .PHONY: install demo test bench
