@@ -72,22 +72,37 @@ def log_ratios(target_log_probs: ArrayLike, behaviour_log_probs: ArrayLike) -> j
 def _episode_log_sums(log_ratios: jax.Array, dones: ArrayLike) -> jax.Array:
     """Σ_{k=s}^{t} log ρ_k, s the first step in the rollout of t's episode (forward scan)."""
     starts = _episode_starts(dones)
+    return _forward_scan(_log_sum_step, jnp.zeros_like(log_ratios[0]), (log_ratios, starts))
 
-    def step(total, x):
-        lr, start = x
-        total = lr + jnp.where(start, 0.0, total)
-        return total, total
 
-    return _forward_scan(step, jnp.zeros_like(log_ratios[0]), (log_ratios, starts))
+# Scan bodies at module level so that eager calls reuse lax.scan's cached trace.
+
+
+def _log_sum_step(total, x):
+    lr, start = x
+    total = lr + jnp.where(start, 0.0, total)
+    return total, total
+
+
+def _hold_from_end_step(total, x):
+    s, end = x
+    total = jnp.where(end, s, total)
+    return total, total
+
+
+def _vtrace_step(v_next, x):
+    v, b, delta, d, c = x
+    v_t = v + delta + d * c * (v_next - b)
+    return v_t, v_t
 
 
 def per_decision_weights(log_ratios: ArrayLike, dones: ArrayLike) -> jax.Array:
     r"""Per-decision importance weights: the product of ratios from the episode's start to step t.
 
-    Equation: w_t = Π_{k=s}^{t} π(a_k|s_k)/μ(a_k|s_k) = exp(Σ_{k=s}^{t} log ρ_k), where s is the first
-    step of t's episode within the rollout (0, or the step after a done). Future actions do not
-    enter the weight of r_t, so Σ_t γ^t w_t r_t is an unbiased, lower-variance estimate of the
-    target policy's return than the per-trajectory one.
+    Equation: w_t = Π_{k=s}^{t} π(a_k|s_k)/μ(a_k|s_k) = exp(Σ_{k=s}^{t} log ρ_k), where s is the
+    first step of t's episode within the rollout (0, or the step after a done). Future actions do
+    not enter the weight of r_t, so Σ_t γ^t w_t r_t is an unbiased estimate of the target policy's
+    return, usually of lower variance than the per-trajectory one.
 
     Args:
       log_ratios: ``[T, *B]`` log ρ_t for t = 0..T-1 (see :func:`log_ratios`).
@@ -149,13 +164,7 @@ def per_trajectory_weights(log_ratios: ArrayLike, dones: ArrayLike) -> jax.Array
     log_ratios = jnp.asarray(log_ratios, _float_dtype(log_ratios))
     partial = _episode_log_sums(log_ratios, dones)
     ends = jnp.logical_not(_continues(dones))
-
-    def step(total, x):
-        s, end = x
-        total = jnp.where(end, s, total)
-        return total, total
-
-    totals = _reverse_scan(step, jnp.zeros_like(partial[0]), (partial, ends))
+    totals = _reverse_scan(_hold_from_end_step, jnp.zeros_like(partial[0]), (partial, ends))
     return jnp.exp(totals)
 
 
@@ -228,7 +237,8 @@ def self_normalised_weights(weights: ArrayLike, axis: int = 0) -> jax.Array:
       http://papersdb.cs.ualberta.ca/~papersdb/view_publication.php?pub_id=467
     """
     weights = jnp.asarray(weights, _float_dtype(weights))
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -weights.ndim <= axis < weights.ndim:
+    valid = isinstance(axis, int) and not isinstance(axis, bool)
+    if not valid or not -weights.ndim <= axis < weights.ndim:
         raise ValueError(
             f"axis must be a static int in [-{weights.ndim}, {weights.ndim}) for weights of shape "
             f"{weights.shape}; got {axis!r}."
@@ -267,7 +277,8 @@ def vtrace(
     Equation: with ρ_t = π(a_t|s_t)/μ(a_t|s_t), ρ̄_t = min(clip_rho, ρ_t),
     c_t = λ_t · min(clip_c, ρ_t) · (1 − done_t) (and c_{T-1} = 0), backwards for t = T-1..0:
 
-        v_t = V(s_t) + ρ̄_t (r_t + discounts_t V(s'_t) − V(s_t)) + discounts_t c_t (v_{t+1} − V(s'_t)),
+        v_t = V(s_t) + ρ̄_t (r_t + discounts_t V(s'_t) − V(s_t))
+              + discounts_t c_t (v_{t+1} − V(s'_t)),
         pg_advantages_t = ρ̄_t (r_t + discounts_t v'_{t+1} − V(s_t)),
         v'_{t+1} = v_{t+1} if step t continues (not done, t < T-1) else V(s'_t).
 
@@ -334,14 +345,8 @@ def vtrace(
     rhos = jnp.minimum(clip_rho, ratios)
     cs = jnp.where(cont, lambdas * jnp.minimum(clip_c, ratios), 0.0)
     td = rhos * (rewards + discounts * next_values - values)
-
-    def step(v_next, x):
-        v, b, delta, d, c = x
-        v_t = v + delta + d * c * (v_next - b)
-        return v_t, v_t
-
     targets = _reverse_scan(
-        step, jnp.zeros_like(values[0]), (values, next_values, td, discounts, cs)
+        _vtrace_step, jnp.zeros_like(values[0]), (values, next_values, td, discounts, cs)
     )
     following = jnp.concatenate([targets[1:], jnp.zeros_like(targets[:1])], axis=0)
     next_targets = jnp.where(cont, following, next_values)

@@ -114,6 +114,43 @@ def _maybe_stop(x, stop_target_gradients: bool):
     return jax.tree_util.tree_map(jax.lax.stop_gradient, x) if stop_target_gradients else x
 
 
+# Scan bodies live at module level: lax.scan caches its trace on the function object, so eager
+# (un-jitted) calls do not re-trace and re-compile the loop every time.
+
+
+def _reward_to_go_step(g_next, x):
+    r, d, c, b = x
+    g = r + d * jnp.where(c, g_next, b)
+    return g, g
+
+
+def _hold_from_start_step(current, x):
+    g, start = x
+    current = jnp.where(start, g, current)
+    return current, current
+
+
+def _n_step_step(carry, x):
+    # carry[k-1] = G^{(k)}_{t+1} for k = 1..n-1. With G^{(0)}_{t+1} := V(s'_t),
+    # G^{(k)}_t = r_t + discounts_t · (G^{(k-1)}_{t+1} if step t continues else V(s'_t)).
+    r, d, c, b = x
+    previous = jnp.concatenate([b[None], carry], axis=0)
+    current = r + d * jnp.where(c, previous, b)
+    return current[:-1], current[-1]
+
+
+def _lambda_return_step(g_next, x):
+    r, d, l, b = x
+    g = r + d * ((1.0 - l) * b + l * g_next)
+    return g, g
+
+
+def _gae_step(a_next, x):
+    delta, d, l = x
+    a = delta + d * l * a_next
+    return a, a
+
+
 # ---------------------------------------------------------------------------------------------
 # Public functions.
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +164,7 @@ def reward_to_go(
     *,
     stop_target_gradients: bool = True,
 ) -> jax.Array:
-    r"""Monte-Carlo reward-to-go: the discounted sum of rewards from step t to the end of its episode.
+    r"""Monte-Carlo reward-to-go: the discounted sum of rewards from step t to its episode's end.
 
     Equation (backward recursion, t = T-1, ..., 0):
 
@@ -182,13 +219,9 @@ def reward_to_go(
     discounts = jnp.asarray(discounts, dtype)
     next_values = jnp.asarray(next_values, dtype)
     cont = _continues(dones)
-
-    def step(g_next, x):
-        r, d, c, b = x
-        g = r + d * jnp.where(c, g_next, b)
-        return g, g
-
-    returns = _reverse_scan(step, jnp.zeros_like(rewards[0]), (rewards, discounts, cont, next_values))
+    returns = _reverse_scan(
+        _reward_to_go_step, jnp.zeros_like(rewards[0]), (rewards, discounts, cont, next_values)
+    )
     return _maybe_stop(returns, stop_target_gradients)
 
 
@@ -243,13 +276,8 @@ def episode_returns(
     # The reward-to-go without bootstrap, read at each episode's first step, is R(τ).
     from_start = reward_to_go(rewards, discounts, dones, stop_target_gradients=False)
     starts = _episode_starts(dones)
-
-    def step(current, x):
-        g, start = x
-        current = jnp.where(start, g, current)
-        return current, current
-
-    returns = _forward_scan(step, jnp.zeros_like(from_start[0]), (from_start, starts))
+    init = jnp.zeros_like(from_start[0])
+    returns = _forward_scan(_hold_from_start_step, init, (from_start, starts))
     return _maybe_stop(returns, stop_target_gradients)
 
 
@@ -358,16 +386,8 @@ def n_step_returns(
     next_values = jnp.asarray(next_values, dtype)
     cont = _continues(dones)
 
-    # carry[k-1] = G^{(k)}_{t+1} for k = 1..n-1. With G^{(0)}_{t+1} := V(s'_t),
-    # G^{(k)}_t = r_t + discounts_t · (G^{(k-1)}_{t+1} if step t continues else V(s'_t)).
-    def step(carry, x):
-        r, d, c, b = x
-        previous = jnp.concatenate([b[None], carry], axis=0)
-        current = r + d * jnp.where(c, previous, b)
-        return current[:-1], current[-1]
-
     init = jnp.zeros((n - 1,) + rewards.shape[1:], dtype)
-    returns = _reverse_scan(step, init, (rewards, discounts, cont, next_values))
+    returns = _reverse_scan(_n_step_step, init, (rewards, discounts, cont, next_values))
     return _maybe_stop(returns, stop_target_gradients)
 
 
@@ -428,13 +448,9 @@ def lambda_returns(
     next_values = jnp.asarray(next_values, dtype)
     lambdas = _broadcast_param(lambda_, "lambda_", shape, dtype)
     lambdas = jnp.where(_continues(dones), lambdas, 0.0)
-
-    def step(g_next, x):
-        r, d, l, b = x
-        g = r + d * ((1.0 - l) * b + l * g_next)
-        return g, g
-
-    returns = _reverse_scan(step, jnp.zeros_like(rewards[0]), (rewards, discounts, lambdas, next_values))
+    returns = _reverse_scan(
+        _lambda_return_step, jnp.zeros_like(rewards[0]), (rewards, discounts, lambdas, next_values)
+    )
     return _maybe_stop(returns, stop_target_gradients)
 
 
@@ -512,11 +528,5 @@ def gae(
     lambdas = _broadcast_param(lambda_, "lambda_", shape, dtype)
     lambdas = jnp.where(_continues(dones), lambdas, 0.0)
     deltas = rewards + discounts * next_values - values
-
-    def step(a_next, x):
-        delta, d, l = x
-        a = delta + d * l * a_next
-        return a, a
-
-    advantages = _reverse_scan(step, jnp.zeros_like(deltas[0]), (deltas, discounts, lambdas))
+    advantages = _reverse_scan(_gae_step, jnp.zeros_like(deltas[0]), (deltas, discounts, lambdas))
     return _maybe_stop(GAE(advantages, advantages + values), stop_target_gradients)

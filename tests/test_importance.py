@@ -32,6 +32,12 @@ def _args(data, *names):
     return tuple(jnp.asarray(data[n]) for n in names)
 
 
+def _assert_trees_close(actual, desired, tol):
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol), actual, desired
+    )
+
+
 ROLLOUTS = {
     "independent_T16_B3": dict(seed=20, T=16, batch_shape=(3,), consistent=False),
     "consistent_T12_B2x2": dict(seed=21, T=12, batch_shape=(2, 2), consistent=True),
@@ -178,7 +184,7 @@ def test_split_at_done_equals_two_rollouts(name, kind):
         f(*(a[sl] for a in (r, d, dn, v, nv, lr))) for sl in (slice(0, k + 1), slice(k + 1, T))
     ]
     joined = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), *parts)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL), whole, joined)
+    _assert_trees_close(whole, joined, RTOL)
     no_cut = f(r, np.full(T, 0.9, np.float32), np.zeros(T, np.float32), v, nv, lr)
     assert not np.allclose(jax.tree_util.tree_leaves(no_cut)[0], jax.tree_util.tree_leaves(whole)[0])
 
@@ -262,7 +268,9 @@ def test_importance_weighted_returns_are_unbiased():
 
 
 INVARIANCE_FUNCTIONS = {
-    "vtrace": lambda r, d, dn, v, nv, lr: pgkit.vtrace(r, d, dn, v, nv, lr, lambda_=0.9, clip_rho=1.2, clip_c=0.8),
+    "vtrace": lambda r, d, dn, v, nv, lr: pgkit.vtrace(
+        r, d, dn, v, nv, lr, lambda_=0.9, clip_rho=1.2, clip_c=0.8
+    ),
     "per_trajectory_weights": lambda r, d, dn, v, nv, lr: pgkit.per_trajectory_weights(lr, dn),
     "per_decision_weights": lambda r, d, dn, v, nv, lr: pgkit.per_decision_weights(lr, dn),
     "truncated_weights": lambda r, d, dn, v, nv, lr: pgkit.truncated_weights(lr, max_weight=1.1),
@@ -281,9 +289,9 @@ def test_jit_vmap_and_batch_invariance(name):
         jax.tree_util.tree_map(lambda x: x.T, jax.jit(jax.vmap(f))(*per_stream)),
     ]
     for other in candidates:
-        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), direct, other)
-    single = f(*(a[:, 2] for a in args))
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a[:, 2], b, rtol=1e-6, atol=1e-6), direct, single)
+        _assert_trees_close(direct, other, 1e-6)
+    single = f(*(a[:, 2] for a in args))  # one stream, shape [T]
+    _assert_trees_close(jax.tree_util.tree_map(lambda x: x[:, 2], direct), single, 1e-6)
 
 
 def test_no_retrace_when_float_hyperparameters_change():
@@ -321,7 +329,9 @@ def test_no_gradient_into_vtrace_or_truncated_weights():
     w = jnp.asarray(np.random.default_rng(3).normal(size=r.shape), jnp.float32)
 
     def loss(r, d, v, nv, lr, lam, stop):
-        out = pgkit.vtrace(r, d, dn, v, nv, lr, lambda_=lam, clip_rho=1.2, clip_c=0.9, stop_target_gradients=stop)
+        out = pgkit.vtrace(
+            r, d, dn, v, nv, lr, lambda_=lam, clip_rho=1.2, clip_c=0.9, stop_target_gradients=stop
+        )
         truncated = pgkit.truncated_weights(lr, max_weight=1.1, stop_target_gradients=stop)
         return _weighted_sum((out, truncated), [w, w, w])
 
@@ -341,12 +351,19 @@ def test_no_gradient_into_vtrace_or_truncated_weights():
     np.testing.assert_allclose(jax.grad(policy_loss)(log_pi), expected, rtol=1e-6)
 
 
+# Each takes (rewards, discounts, values, next_values, log_ratios, lambda_, dones).
 FD_FUNCTIONS = {
-    "vtrace": lambda r, d, v, nv, lr, lam, dn: pgkit.vtrace(r, d, dn, v, nv, lr, lambda_=lam, clip_rho=1.2, clip_c=0.9, stop_target_gradients=False),
+    "vtrace": lambda r, d, v, nv, lr, lam, dn: pgkit.vtrace(
+        r, d, dn, v, nv, lr, lambda_=lam, clip_rho=1.2, clip_c=0.9, stop_target_gradients=False
+    ),
     "per_trajectory_weights": lambda r, d, v, nv, lr, lam, dn: pgkit.per_trajectory_weights(lr, dn),
     "per_decision_weights": lambda r, d, v, nv, lr, lam, dn: pgkit.per_decision_weights(lr, dn),
-    "truncated_weights": lambda r, d, v, nv, lr, lam, dn: pgkit.truncated_weights(lr, max_weight=1.2, stop_target_gradients=False),
-    "self_normalised_weights": lambda r, d, v, nv, lr, lam, dn: pgkit.self_normalised_weights(jnp.exp(lr), axis=1),
+    "truncated_weights": lambda r, d, v, nv, lr, lam, dn: pgkit.truncated_weights(
+        lr, max_weight=1.2, stop_target_gradients=False
+    ),
+    "self_normalised_weights": lambda r, d, v, nv, lr, lam, dn: pgkit.self_normalised_weights(
+        jnp.exp(lr), axis=1
+    ),
     "log_ratios": lambda r, d, v, nv, lr, lam, dn: pgkit.log_ratios(lr * lr, r),
 }
 

@@ -29,6 +29,12 @@ def _args(data, *names):
     return tuple(jnp.asarray(data[n]) for n in names)
 
 
+def _assert_trees_close(actual, desired, tol):
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol), actual, desired
+    )
+
+
 # Two rollouts: one with independent next_values (catches any use of values[t+1] in place of
 # next_values[t]), one consistent (next_values[t] == values[t+1] on continuing steps), with two
 # batch dims. Both have several terminations and truncations per stream.
@@ -212,7 +218,7 @@ def test_split_at_done_equals_two_rollouts(name, kind):
     first = f(r[: k + 1], d[: k + 1], dn[: k + 1], v[: k + 1], nv[: k + 1])
     second = f(r[k + 1 :], d[k + 1 :], dn[k + 1 :], v[k + 1 :], nv[k + 1 :])
     joined = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, second)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL), whole, joined)
+    _assert_trees_close(whole, joined, RTOL)
     # And the done really cuts: without it the first part would see the second.
     no_cut = f(r, np.full(T, 0.9, np.float32), np.zeros(T, np.float32), v, nv)
     assert not np.allclose(jax.tree_util.tree_leaves(no_cut)[0], jax.tree_util.tree_leaves(whole)[0])
@@ -271,11 +277,10 @@ def test_jit_vmap_and_batch_invariance(name):
     per_stream = tuple(a.T for a in args)  # [E, T]: a leading batch axis of single streams
     vmapped = jax.tree_util.tree_map(lambda x: x.T, jax.vmap(f)(*per_stream))
     jit_vmapped = jax.tree_util.tree_map(lambda x: x.T, jax.jit(jax.vmap(f))(*per_stream))
-    single = [f(*(a[:, e] for a in args)) for e in (1,)]
+    single = f(*(a[:, 1] for a in args))  # one stream, shape [T]
     for other in (jitted, vmapped, jit_vmapped):
-        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), direct, other)
-    for e, out in zip((1,), single):
-        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a[:, e], b, rtol=1e-6, atol=1e-6), direct, out)
+        _assert_trees_close(direct, other, 1e-6)
+    _assert_trees_close(jax.tree_util.tree_map(lambda x: x[:, 1], direct), single, 1e-6)
 
 
 def test_no_retrace_when_lambda_changes():
@@ -303,12 +308,23 @@ def test_no_retrace_when_lambda_changes():
 # ---------------------------------------------------------------------------------------------
 
 
+# Each takes (rewards, discounts, values, next_values, lambda_, dones, stop_target_gradients).
 GRAD_FUNCTIONS = {
-    "reward_to_go": lambda r, d, v, nv, lam, dn, stop: P.reward_to_go(r, d, dn, nv, stop_target_gradients=stop),
-    "episode_returns": lambda r, d, v, nv, lam, dn, stop: P.episode_returns(r, d, dn, stop_target_gradients=stop),
-    "n_step_returns": lambda r, d, v, nv, lam, dn, stop: P.n_step_returns(r, d, dn, nv, n=3, stop_target_gradients=stop),
-    "lambda_returns": lambda r, d, v, nv, lam, dn, stop: P.lambda_returns(r, d, dn, nv, lambda_=lam, stop_target_gradients=stop),
-    "gae": lambda r, d, v, nv, lam, dn, stop: P.gae(r, d, dn, v, nv, lambda_=lam, stop_target_gradients=stop),
+    "reward_to_go": lambda r, d, v, nv, lam, dn, stop: P.reward_to_go(
+        r, d, dn, nv, stop_target_gradients=stop
+    ),
+    "episode_returns": lambda r, d, v, nv, lam, dn, stop: P.episode_returns(
+        r, d, dn, stop_target_gradients=stop
+    ),
+    "n_step_returns": lambda r, d, v, nv, lam, dn, stop: P.n_step_returns(
+        r, d, dn, nv, n=3, stop_target_gradients=stop
+    ),
+    "lambda_returns": lambda r, d, v, nv, lam, dn, stop: P.lambda_returns(
+        r, d, dn, nv, lambda_=lam, stop_target_gradients=stop
+    ),
+    "gae": lambda r, d, v, nv, lam, dn, stop: P.gae(
+        r, d, dn, v, nv, lambda_=lam, stop_target_gradients=stop
+    ),
 }
 
 
@@ -353,7 +369,8 @@ def test_td_errors_gradient_only_into_values():
     data = ref.random_rollout(14, T=8, batch_shape=(2,))
     r, d, v, nv = _args(data, "rewards", "discounts", "values", "next_values")
     w = jnp.asarray(np.random.default_rng(2).normal(size=r.shape), jnp.float32)
-    grads = jax.grad(lambda r, d, v, nv: jnp.sum(w * P.td_errors(r, d, v, nv)), argnums=(0, 1, 2, 3))(r, d, v, nv)
+    loss = lambda r, d, v, nv: jnp.sum(w * P.td_errors(r, d, v, nv))  # noqa: E731
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(r, d, v, nv)
     np.testing.assert_array_equal(grads[0], 0.0)
     np.testing.assert_array_equal(grads[1], 0.0)
     np.testing.assert_allclose(grads[2], -w)
@@ -362,7 +379,9 @@ def test_td_errors_gradient_only_into_values():
 
 FD_FUNCTIONS = dict(
     GRAD_FUNCTIONS,
-    td_errors=lambda r, d, v, nv, lam, dn, stop: P.td_errors(r, d, v, nv, stop_target_gradients=stop),
+    td_errors=lambda r, d, v, nv, lam, dn, stop: P.td_errors(
+        r, d, v, nv, stop_target_gradients=stop
+    ),
 )
 
 
@@ -415,7 +434,7 @@ def _bad_calls():
         ("values", lambda: pgkit.gae(good, good, good, bad, good, lambda_=0.9)),
         ("lambda_", lambda: pgkit.gae(good, good, good, good, good, lambda_=jnp.ones((5, 2, 2)))),
         ("rewards", lambda: pgkit.lambda_returns(jnp.float32(1.0), 0.9, 0.0, 1.0, lambda_=0.9)),
-        ("rewards", lambda: pgkit.gae(jnp.zeros((0, 2)), jnp.zeros((0, 2)), jnp.zeros((0, 2)), jnp.zeros((0, 2)), jnp.zeros((0, 2)), lambda_=0.9)),
+        ("rewards", lambda: pgkit.gae(*[jnp.zeros((0, 2))] * 5, lambda_=0.9)),
     ]
 
 
