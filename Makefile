@@ -15,7 +15,7 @@ demo: install
 	$(BIN)/pgkit train ppo --env CartPole-v1 --seeds 8 --out runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: install
 	$(BIN)/python bench/throughput.py
