@@ -55,8 +55,11 @@ def test_member_of_vmapped_run_equals_single_run():
         _, single = jax.jit(
             lambda s, h: jax.lax.scan(lambda c, _: recipe.update(c, h), s, None, length=2)
         )(state, single_hp)
+        # the trajectories (sampled actions, hence returns) are identical; loss statistics agree
+        # to float32 rounding: XLA's batched kernels may reduce in another order than unbatched ones
+        np.testing.assert_array_equal(np.asarray(batched["episode_return"][i]), np.asarray(single["episode_return"]))
         for name in single:
-            np.testing.assert_allclose(np.asarray(batched[name][i]), np.asarray(single[name]), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(batched[name][i]), np.asarray(single[name]), rtol=1e-5, atol=1e-7)
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
