@@ -1,0 +1,78 @@
+"""NPG recipe: learns CartPole, takes natural steps of the configured KL size, is deterministic,
+and its natural actor-critic (compatible features) option runs finite."""
+
+import jax
+import numpy as np
+import pytest
+
+from pgkit import experiment
+from recipes import npg
+
+# The documented configuration (recipes/npg.py docstring): the defaults, 100 updates of
+# 4 envs x 256 steps = 102,400 steps per seed.
+CARTPOLE = {"total_steps": 102_400}
+SEEDS = 4
+FINAL_UPDATES = 5  # the score of a seed: its mean episode_return over its last 5 updates
+
+# A small natural actor-critic: P = 114 policy parameters, so the least-squares fit is cheap.
+COMPATIBLE = {"direction": "compatible", "hidden_sizes": (16,), "total_steps": 10 * 512, "num_envs": 2}
+
+
+@pytest.fixture(scope="module")
+def cartpole_run():
+    return experiment.train("npg", env="CartPole-v1", seeds=SEEDS, seed=0, config=CARTPOLE, log=None)
+
+
+def test_npg_learns_cartpole(cartpole_run):
+    returns = cartpole_run.metrics["episode_return"]
+    assert returns.shape == (SEEDS, 100)
+    final = returns[:, -FINAL_UPDATES:].mean(axis=1)
+    assert final.mean() >= 400.0, f"final returns per seed {final}"
+    # it learned, rather than starting high: random CartPole episodes last about 20 steps
+    assert returns[:, 0].mean() < 50.0
+
+
+def test_natural_step_has_the_kl_of_the_trust_region(cartpole_run):
+    # s = sqrt(2δ / xᵀFx)·x makes the quadratic model ½sᵀFs equal δ; the sampled KL after the
+    # step is close to it (third-order terms are small at δ = 0.01)
+    max_kl = npg.HParams().max_kl
+    kl = cartpole_run.metrics["kl"]
+    assert np.all(np.isfinite(kl))
+    median = np.median(kl)
+    assert 0.5 * max_kl < median < 2.0 * max_kl, median
+    # a natural step improves the sampled surrogate in most updates (first-order ascent)
+    assert np.mean(cartpole_run.metrics["surrogate_improvement"] > 0) > 0.8
+
+
+def test_same_keys_give_bit_identical_results(cartpole_run):
+    # the first chunk again, in the same compiled program: identical to the whole run's start
+    again = experiment.train(
+        "npg", env="CartPole-v1", seeds=SEEDS, seed=0, config=CARTPOLE, log=None, stop_after_chunks=1
+    )
+    length = again.metrics["episode_return"].shape[1]
+    assert length >= 1
+    for name, values in again.metrics.items():
+        np.testing.assert_array_equal(values, cartpole_run.metrics[name][:, :length])
+    other = experiment.train(
+        "npg", env="CartPole-v1", seeds=SEEDS, seed=1, config=CARTPOLE, log=None, stop_after_chunks=1
+    )
+    assert not np.array_equal(other.metrics["kl"], again.metrics["kl"])
+
+
+def test_compatible_features_option_runs_without_nan():
+    result = experiment.train("npg", env="CartPole-v1", seeds=2, seed=0, config=COMPATIBLE, log=None)
+    for name, values in result.metrics.items():
+        assert np.all(np.isfinite(values)), name
+    for leaf in jax.tree.leaves(result.state.networks):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    kl = result.metrics["kl"]
+    assert np.all(kl > 0.0)  # the policy moved
+    assert np.median(kl) < 3.0 * npg.HParams().max_kl  # by a natural step of the trust-region size
+    assert "cg_residual" not in result.metrics  # the compatible-features branch ran, not CG
+
+
+def test_invalid_configuration_names_the_option():
+    with pytest.raises(experiment.ConfigError, match="critic_minibatches"):
+        npg.make(npg.Config(num_envs=3, num_steps=5, critic_minibatches=2), "CartPole-v1")
+    with pytest.raises(experiment.ConfigError, match="direction"):
+        experiment.validate(npg.Config(direction="newton"))
