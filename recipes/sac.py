@@ -32,11 +32,24 @@ step and one gradient step per update by default) and the on-device replay are s
 DDPG (``recipes.ddpg``): truncation bootstraps from the true final observation, termination
 does not.
 
-Default configuration (Pendulum-v1 within 20,000 steps, the budget of the learning test): two
-hidden layers of 64 ReLU units, Adam lr 1e-3 for actor, critics and temperature, batch 128,
-γ = 0.98, τ = 0.005, α₀ = 1 tuned towards H̄ = −|A|, 1,000 uniformly random warm-up steps, one
-gradient step per environment step. The discrete learning test (CartPole-v1) overrides some of
-these: see tests/test_recipe_sac.py.
+Defaults: the RL-Zoo Pendulum-v1 setting (20,000 steps, Adam lr 1e-3 for actor, critics and
+temperature, one gradient step per environment step) with γ = 0.98 (as for DDPG and TD3),
+the paper's τ = 0.005, two hidden layers of 256 ReLU units and batch 256, α₀ = 1 tuned
+towards H̄ = −|A|, and 1,000 uniformly random warm-up steps. Discrete actions default to Christodoulou's H̄ = 0.98·log|A|,
+which keeps the policy near uniform for long; smaller fractions learn faster (see below).
+
+Learning-test configurations (tests/test_recipe_sac.py, 4 seeds each; final return = mean of
+``episode_return`` over the last 2,000 updates of each seed, i.e. its last few episodes):
+
+- Pendulum-v1, 10,000 steps: the defaults with two hidden layers of 64 units, batch 64 and a
+  10,000-transition buffer, about ten times cheaper per gradient step on a CPU. SAC solves
+  Pendulum within about 5,000 steps here: final returns −159 and −186 for master seeds 0 and
+  1 (threshold −250).
+- CartPole-v1 (discrete SAC), 30,000 steps: the same small networks and batch, γ = 0.99,
+  τ = 0.02 and H̄ = 0.2·log 2. With τ = 0.005 the soft values (about 100 at γ = 0.99) climb
+  too slowly through the target network and returns sit near 200 for the whole budget; with
+  γ = 0.98 the horizon is too short to see the cart drift out. Final returns 496, 490 and 478
+  for master seeds 0, 1 and 2 (threshold 400); τ = 0.05 gives 441 and 452.
 """
 
 from __future__ import annotations
@@ -98,7 +111,11 @@ class HParams:
         1.0, "continuous actions: target entropy = -scale*|A| (the paper's default: 1)"
     )
     discrete_target_entropy_scale: float = option(
-        0.98, "discrete actions: target entropy = scale*log|A|, a fraction of the uniform policy's", low=0.0, high=1.0
+        0.98,
+        "discrete actions: target entropy = scale*log|A|, a fraction of the uniform policy's "
+        "(0.98 as in the paper; smaller values, e.g. 0.2, learn faster)",
+        low=0.0,
+        high=1.0,
     )
 
 

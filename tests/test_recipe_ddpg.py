@@ -1,0 +1,201 @@
+"""DDPG recipe: learns Pendulum-v1, bit-identical reruns, warm-up gating, and the off-policy
+machinery it shares with TD3 and SAC (interaction loop, episode semantics, replay)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgkit import envs, experiment, rollout
+from pgkit.buffers import ReplayBuffer
+from recipes import ddpg
+
+# The documented learning-test configuration (see the recipe's module docstring): small
+# networks and minibatches so that four seeds train in well under a minute on two CPU cores.
+CONFIG = {
+    "total_steps": 20_000,
+    "learning_starts": 1_000,
+    "batch_size": 64,
+    "buffer_size": 20_000,
+    "hidden_sizes": (64, 64),
+}
+SEEDS = 4
+LAST_STEPS = 2_000  # "final return": mean over the last 10 Pendulum episodes of each seed
+THRESHOLD = -300.0
+
+
+@pytest.fixture(scope="module")
+def run():
+    return experiment.train("ddpg", env="Pendulum-v1", seeds=SEEDS, seed=0, config=CONFIG, log=None)
+
+
+def final_returns(metrics):
+    return metrics["episode_return"][:, -LAST_STEPS:].mean(axis=1)
+
+
+def test_ddpg_learns_pendulum(run):
+    returns = final_returns(run.metrics)
+    assert returns.shape == (SEEDS,)
+    assert returns.mean() >= THRESHOLD, f"final returns per seed {returns}"
+    for name, values in run.metrics.items():
+        assert np.isfinite(values).all(), name
+
+
+def test_same_key_gives_bit_identical_chunk(run):
+    again = experiment.train(
+        "ddpg", env="Pendulum-v1", seeds=SEEDS, seed=0, config=CONFIG, log=None, stop_after_chunks=1
+    )
+    length = again.metrics["episode_return"].shape[1]
+    assert 0 < length < run.metrics["episode_return"].shape[1]
+    for name, values in again.metrics.items():
+        np.testing.assert_array_equal(values, run.metrics[name][:, :length], err_msg=name)
+
+
+def test_no_gradient_steps_before_learning_starts(run):
+    # update u (0-based) has taken u + 1 steps: learning starts at update learning_starts - 1
+    first = CONFIG["learning_starts"] - 1
+    losses = run.metrics["critic_loss"]
+    assert (losses[:, :first] == 0).all()
+    assert (losses[:, first:] > 0).all()
+    # the learning run's optimizers took exactly one step per update from then on
+    counts = np.asarray(run.state.critic_opt.count)
+    np.testing.assert_array_equal(counts, CONFIG["total_steps"] - first)
+
+
+def test_greedy_act_is_the_deterministic_actor(run):
+    module = experiment.load_recipe("ddpg")
+    recipe = module.make(module.Config(**CONFIG), "Pendulum-v1")
+    member = jax.tree.map(lambda x: x[0], run.state)
+    obs = jax.random.normal(jax.random.key(0), (5, recipe.env.observation_size))
+    actions = recipe.act(member, jax.random.key(1), obs)
+    assert actions.shape == (5, 1)
+    np.testing.assert_array_equal(actions, jax.vmap(member.networks.actor)(obs))
+    assert bool(jnp.all(jnp.abs(actions) <= 1.0))
+
+
+# ----------------------------------------------------------------------------- shared machinery
+
+
+def test_collect_keeps_final_observations_and_termination_discounts():
+    env = envs.make("CartPole-v1", num_envs=3)
+    gamma = 0.9
+
+    def behaviour(key, obs, steps_since_reset):
+        # the "noise state" counts steps since the episode began: it must restart at every done
+        return ddpg.uniform_actions(key, env), steps_since_reset + 1.0
+
+    @jax.jit
+    def run_collect(key):
+        state, obs = env.reset(key)
+        noise = jnp.zeros((3, 1))
+        return ddpg.collect(key, env, state, obs, behaviour, noise, num_steps=80, gamma=gamma)
+
+    _, last_obs, noise, traj = run_collect(jax.random.key(0))
+    terminated = np.asarray(traj.terminated)
+    dones = np.asarray(traj.dones)
+    assert terminated.sum() >= 3  # random CartPole episodes end after ~20 steps
+    np.testing.assert_allclose(traj.discounts, gamma * (1.0 - terminated))
+    # next_obs is s_{t+1} within an episode, and the true final observation (not the reset one) at a done
+    following = np.concatenate([np.asarray(traj.obs[1:]), np.asarray(last_obs)[None]], axis=0)
+    same = np.all(np.asarray(traj.next_obs) == following, axis=-1)
+    assert same[~dones].all()
+    assert not same[dones].any()
+    # CartPole terminates when the pole or cart leaves its bounds: visible in the true final observation
+    final = np.asarray(traj.next_obs)[terminated]
+    assert np.all((np.abs(final[:, 0]) > 2.4) | (np.abs(final[:, 2]) > 0.2095))
+    # the noise state restarted at every episode end
+    for e in range(3):
+        ends = np.nonzero(dones[:, e])[0]
+        expected = 80 - (ends[-1] + 1) if len(ends) else 80
+        assert float(noise[e, 0]) == expected
+    # episode statistics: returns of completed CartPole episodes are their lengths
+    np.testing.assert_array_equal(
+        np.asarray(traj.episode_returns)[dones], np.asarray(traj.episode_lengths)[dones].astype(np.float32)
+    )
+
+
+def test_truncated_pendulum_steps_bootstrap():
+    env = envs.make("Pendulum-v1", num_envs=2)
+
+    @jax.jit
+    def run_collect(key):
+        state, obs = env.reset(key)
+        behaviour = lambda key, obs, noise: (ddpg.uniform_actions(key, env), noise)
+        return ddpg.collect(key, env, state, obs, behaviour, (), num_steps=201, gamma=0.99)
+
+    _, _, _, traj = run_collect(jax.random.key(1))
+    truncated = np.asarray(traj.truncated)
+    np.testing.assert_array_equal(np.nonzero(truncated[:, 0])[0], [199])  # time limit of 200 steps
+    assert not np.asarray(traj.terminated).any()
+    np.testing.assert_allclose(traj.discounts, 0.99)  # truncation keeps the discount: it bootstraps
+
+
+def test_store_writes_time_major_transitions_in_order():
+    env = envs.make("Pendulum-v1", num_envs=2)
+    buffer = ddpg.empty_buffer(env, 5)
+    traj = rollout.Trajectory(*([None] * 13))._replace(
+        obs=jnp.zeros((2, 2, 3)),
+        actions=jnp.zeros((2, 2, 1)),
+        rewards=jnp.array([[1.0, 2.0], [3.0, 4.0]]),  # [T, E]: stored as t=0 (e=0, e=1), then t=1
+        discounts=jnp.full((2, 2), 0.9),
+        next_obs=jnp.ones((2, 2, 3)),
+    )
+    buffer = ddpg.store(buffer, traj)
+    assert int(buffer.size) == 4 and int(buffer.position) == 4
+    np.testing.assert_array_equal(buffer.data.reward, [1.0, 2.0, 3.0, 4.0, 0.0])
+    np.testing.assert_allclose(buffer.data.discount, [0.9, 0.9, 0.9, 0.9, 0.0])
+    sample = ReplayBuffer.sample(buffer, jax.random.key(2), 64)
+    assert set(np.asarray(sample.reward).tolist()) <= {1.0, 2.0, 3.0, 4.0}
+    assert sample.obs.shape == (64, 3) and sample.action.shape == (64, 1)
+
+
+def test_gated_scan_skips_and_reports_zeros():
+    def step(carry, key):
+        return carry + 1.0, {"value": carry + jax.random.uniform(key)}
+
+    carry, stats = jax.jit(lambda flag: ddpg.gated_scan(flag, step, jnp.float32(2.0), jax.random.key(0), 3))(False)
+    assert float(carry) == 2.0 and float(stats["value"]) == 0.0
+    carry, stats = jax.jit(lambda flag: ddpg.gated_scan(flag, step, jnp.float32(2.0), jax.random.key(0), 3))(True)
+    assert float(carry) == 5.0 and 3.0 <= float(stats["value"]) <= 4.0
+
+
+@pytest.mark.parametrize(
+    "overrides, env_name, option",
+    [
+        ({"updates_per_step": 0.3}, "Pendulum-v1", "updates_per_step"),
+        ({"num_envs": 2, "updates_per_step": 0.5, "hidden_sizes": ()}, "Pendulum-v1", "hidden_sizes"),
+        ({"num_envs": 4, "buffer_size": 3}, "Pendulum-v1", "buffer_size"),
+        ({}, "CartPole-v1", "CartPole-v1"),
+    ],
+)
+def test_invalid_configurations_are_config_errors(overrides, env_name, option):
+    with pytest.raises(experiment.ConfigError, match=option):
+        ddpg.make(ddpg.Config(**overrides), env_name)
+
+
+def test_fractional_update_ratio_that_gives_whole_steps_is_accepted():
+    recipe = ddpg.make(ddpg.Config(num_envs=4, updates_per_step=0.5), "Pendulum-v1")
+    assert recipe.env_steps_per_update == 4
+    assert ddpg.gradient_steps_per_update(ddpg.Config(num_envs=4, updates_per_step=0.5)) == 2
+
+
+def test_ornstein_uhlenbeck_exploration_runs_and_restarts_with_each_episode():
+    config = ddpg.Config(
+        exploration="ornstein_uhlenbeck", learning_starts=0, batch_size=8, buffer_size=256, hidden_sizes=(8,)
+    )
+    recipe = ddpg.make(config, "Pendulum-v1")
+    hp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), ddpg.HParams())
+
+    def step(state, _):
+        state, metrics = recipe.update(state, hp)
+        return state, (state.noise, metrics["critic_loss"])
+
+    @jax.jit
+    def run(key):
+        return jax.lax.scan(step, recipe.init(key, hp), None, length=200)[1]
+
+    noise, critic_loss = run(jax.random.key(0))
+    assert noise.shape == (200, 1, 1)
+    assert float(jnp.abs(noise[198]).max()) > 0.0  # the process wandered during the episode
+    np.testing.assert_array_equal(noise[199], 0.0)  # Pendulum's 200-step episode ended: restart at 0
+    assert (np.asarray(critic_loss) > 0).all()  # learning_starts=0: every update learns

@@ -1,0 +1,101 @@
+"""SAC recipe: learns Pendulum-v1 (tanh-Gaussian) and CartPole-v1 (discrete SAC, chosen from the
+action space), bit-identical reruns, automatic temperature, greedy evaluation actions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pgkit
+from pgkit import experiment, nn
+from recipes import sac
+
+# The documented learning-test configurations (see the recipe's module docstring).
+PENDULUM = {
+    "total_steps": 10_000,
+    "learning_starts": 1_000,
+    "batch_size": 64,
+    "buffer_size": 10_000,
+    "hidden_sizes": (64, 64),
+}
+CARTPOLE = {
+    "total_steps": 30_000,
+    "learning_starts": 1_000,
+    "batch_size": 64,
+    "buffer_size": 30_000,
+    "hidden_sizes": (64, 64),
+}
+CARTPOLE_HPARAMS = {"gamma": 0.99, "tau": 0.02, "discrete_target_entropy_scale": 0.2}
+SEEDS = 4
+PENDULUM_LAST_STEPS = 2_000  # mean over the last 10 Pendulum episodes of each seed
+CARTPOLE_LAST_STEPS = 2_000  # mean over the episodes completed in the last 2,000 steps
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    return experiment.train("sac", env="Pendulum-v1", seeds=SEEDS, seed=0, config=PENDULUM, log=None)
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    return experiment.train(
+        "sac", env="CartPole-v1", seeds=SEEDS, seed=0, config=CARTPOLE, hparams=CARTPOLE_HPARAMS, log=None
+    )
+
+
+def test_sac_learns_pendulum(pendulum):
+    returns = pendulum.metrics["episode_return"][:, -PENDULUM_LAST_STEPS:].mean(axis=1)
+    assert returns.mean() >= -250.0, f"final returns per seed {returns}"
+    for name, values in pendulum.metrics.items():
+        assert np.isfinite(values).all(), name
+
+
+def test_same_key_gives_bit_identical_chunk(pendulum):
+    again = experiment.train(
+        "sac", env="Pendulum-v1", seeds=SEEDS, seed=0, config=PENDULUM, log=None, stop_after_chunks=1
+    )
+    length = again.metrics["episode_return"].shape[1]
+    assert 0 < length < pendulum.metrics["episode_return"].shape[1]
+    for name, values in again.metrics.items():
+        np.testing.assert_array_equal(values, pendulum.metrics[name][:, :length], err_msg=name)
+
+
+def test_temperature_is_tuned_after_warm_up(pendulum):
+    alpha = pendulum.metrics["alpha"]
+    warm_up = PENDULUM["learning_starts"] - 1  # updates before the first gradient step
+    np.testing.assert_array_equal(alpha[:, :warm_up], 1.0)  # alpha_init, untouched
+    assert (alpha[:, -1] < 0.5).all()  # rewards dominate once Pendulum is solved
+    # the entropy target of a 1-D action space is -1 (pgkit.default_target_entropy)
+    assert float(pgkit.default_target_entropy(1)) == -1.0
+
+
+def test_greedy_act_is_the_squashed_mean(pendulum):
+    recipe = sac.make(sac.Config(**PENDULUM), "Pendulum-v1")
+    member = jax.tree.map(lambda x: x[0], pendulum.state)
+    assert isinstance(member.critic, nn.TwinQCritic)
+    obs = jax.random.normal(jax.random.key(0), (5, recipe.env.observation_size))
+    actions = recipe.act(member, jax.random.key(1), obs)
+    mean, _ = jax.vmap(member.actor)(obs)
+    np.testing.assert_array_equal(actions, jnp.tanh(mean))
+    assert actions.shape == (5, 1)
+
+
+def test_discrete_sac_learns_cartpole(cartpole):
+    returns = cartpole.metrics["episode_return"][:, -CARTPOLE_LAST_STEPS:].mean(axis=1)
+    assert returns.mean() >= 400.0, f"final returns per seed {returns}"
+    for name, values in cartpole.metrics.items():
+        assert np.isfinite(values).all(), name
+
+
+def test_discrete_variant_is_selected_by_the_action_space(cartpole):
+    recipe = sac.make(sac.Config(**CARTPOLE), "CartPole-v1")
+    member = jax.tree.map(lambda x: x[0], cartpole.state)
+    assert isinstance(member.critic, nn.DiscreteTwinQCritic)
+    assert isinstance(member.actor, nn.CategoricalPolicy)
+    obs = jax.random.normal(jax.random.key(0), (6, recipe.env.observation_size))
+    actions = recipe.act(member, jax.random.key(1), obs)
+    np.testing.assert_array_equal(actions, jnp.argmax(jax.vmap(member.actor)(obs), axis=-1))
+    assert actions.dtype in (jnp.int32, jnp.int64) and actions.shape == (6,)
+    # the stored actions are the integer actions taken
+    stored = np.asarray(cartpole.state.buffer.data.action)
+    assert stored.dtype == np.int32 and set(np.unique(stored).tolist()) == {0, 1}

@@ -1,0 +1,90 @@
+"""TD3 recipe: learns Pendulum-v1, bit-identical reruns, delayed actor updates, config checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgkit import experiment
+from recipes import td3
+
+# The documented learning-test configuration (see the recipe's module docstring).
+CONFIG = {
+    "total_steps": 20_000,
+    "learning_starts": 1_000,
+    "batch_size": 64,
+    "buffer_size": 20_000,
+    "hidden_sizes": (64, 64),
+}
+SEEDS = 4
+LAST_STEPS = 2_000  # "final return": mean over the last 10 Pendulum episodes of each seed
+THRESHOLD = -250.0
+
+
+@pytest.fixture(scope="module")
+def run():
+    return experiment.train("td3", env="Pendulum-v1", seeds=SEEDS, seed=0, config=CONFIG, log=None)
+
+
+def steps_per_update():
+    return td3.make(td3.Config(**CONFIG), "Pendulum-v1").env_steps_per_update
+
+
+def test_td3_learns_pendulum(run):
+    updates = LAST_STEPS // steps_per_update()
+    returns = run.metrics["episode_return"][:, -updates:].mean(axis=1)
+    assert returns.mean() >= THRESHOLD, f"final returns per seed {returns}"
+    for name, values in run.metrics.items():
+        assert np.isfinite(values).all(), name
+
+
+def test_same_key_gives_bit_identical_chunk(run):
+    again = experiment.train(
+        "td3", env="Pendulum-v1", seeds=SEEDS, seed=0, config=CONFIG, log=None, stop_after_chunks=1
+    )
+    length = again.metrics["episode_return"].shape[1]
+    assert 0 < length < run.metrics["episode_return"].shape[1]
+    for name, values in again.metrics.items():
+        np.testing.assert_array_equal(values, run.metrics[name][:, :length], err_msg=name)
+
+
+def test_actor_and_targets_update_once_per_policy_delay(run):
+    config = td3.Config(**CONFIG)
+    per_update = config.num_envs * config.num_steps
+    learning_updates = config.total_steps // per_update - (config.learning_starts // per_update - 1)
+    critic_steps = np.asarray(run.state.critic_opt.count)
+    actor_steps = np.asarray(run.state.actor_opt.count)
+    np.testing.assert_array_equal(critic_steps, learning_updates * per_update)
+    np.testing.assert_array_equal(actor_steps, critic_steps // config.policy_delay)
+    # the target actor trails the online actor (Polyak averaging), it is not a copy
+    member = jax.tree.map(lambda x: x[0], run.state)
+    online = jax.tree.leaves(member.networks.actor)
+    target = jax.tree.leaves(member.targets.actor)
+    assert not all(np.array_equal(a, b) for a, b in zip(online, target))
+
+
+def test_greedy_act_is_the_deterministic_actor(run):
+    recipe = td3.make(td3.Config(**CONFIG), "Pendulum-v1")
+    member = jax.tree.map(lambda x: x[0], run.state)
+    obs = jax.random.normal(jax.random.key(0), (5, recipe.env.observation_size))
+    actions = recipe.act(member, jax.random.key(1), obs)
+    np.testing.assert_array_equal(actions, jax.vmap(member.networks.actor)(obs))
+    assert actions.shape == (5, 1) and bool(jnp.all(jnp.abs(actions) <= 1.0))
+
+
+@pytest.mark.parametrize(
+    "overrides, env_name, option",
+    [
+        ({"policy_delay": 3}, "Pendulum-v1", "policy_delay"),  # 2 critic steps per update
+        ({"num_steps": 1, "updates_per_step": 0.5}, "Pendulum-v1", "updates_per_step"),
+        ({}, "CartPole-v1", "CartPole-v1"),
+    ],
+)
+def test_invalid_configurations_are_config_errors(overrides, env_name, option):
+    with pytest.raises(experiment.ConfigError, match=option):
+        td3.make(td3.Config(**overrides), env_name)
+
+
+def test_policy_delay_one_is_allowed():
+    recipe = td3.make(td3.Config(num_steps=1, policy_delay=1), "Pendulum-v1")
+    assert recipe.env_steps_per_update == 1
