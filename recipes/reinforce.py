@@ -1,0 +1,315 @@
+"""REINFORCE (Williams' Monte-Carlo policy gradient) on batches of complete episodes.
+
+Algorithm (Williams, 1992, "Simple statistical gradient-following algorithms for connectionist
+reinforcement learning", https://doi.org/10.1007/BF00992696; lecture notes 001 "Reducing
+variance", 002 "REINFORCE algorithm with baseline"), one ``update``:
+
+    sample m = num_envs complete episodes τ^i from the behaviour policy      pgkit.rollout.rollout
+        (π_θ, or Uniform(A) during the first k = relaxation_updates updates)
+    returns:   G_t = Σ_{t'≥t} γ^{t'−t} r_t'  (reward_to_go)   or  R(τ) (whole_trajectory)
+                                                                 pgkit.reward_to_go | pgkit.episode_returns
+    baseline:  b = 0 | batch mean | E[‖g‖²R]/E[‖g‖²] (g = ∇_θ log π_θ(τ)) | V_w(s_t)
+                                          pgkit.mean_baseline | pgkit.optimal_baseline | critic
+    weights (relaxed updates only): w = π_θ(τ)/π_r(τ) per trajectory, or Π_{t'≤t} ρ_t' per decision
+                                          pgkit.log_ratios, pgkit.per_trajectory_weights | per_decision_weights
+    ∇_θ J ≈ (1/m) Σ_i Σ_t w_{i,t} ∇_θ log π_θ(a_{i,t}|s_{i,t}) (G_{i,t} − b_{i,t})
+                                          pgkit.score_function_loss
+    θ ← θ + α ∇_θ J  (Adam);   value baseline: w ← w − β ∇_w Σ_t ½(V_w(s_t) − G_t)²   pgkit.value_loss
+
+Complete episodes with fixed shapes: every update resets the E environments and rolls them out
+for exactly ``env.env_params.max_steps_in_episode`` steps (pgkit.rollout.rollout), so each
+environment's first episode ends (terminates, or is truncated at the time limit) inside the
+window; the steps after an environment's first done are masked out of every sum. The masked
+steps are still simulated, so ``env_steps_per_update = num_envs · max_steps_in_episode``
+counts them (early on, with short episodes, most of them are padding: this is the price of a
+jit-able, fixed-shape batch of whole episodes). Observation-normalisation statistics are carried
+across the resets.
+
+Options. ``returns='reward_to_go'`` uses causality (Sutton et al. 2000), ``'whole_trajectory'``
+gives every step of an episode its whole return R(τ) (Williams' form). Baselines: ``'mean'`` is
+the batch mean of R(τ) (whole trajectory) or the time-dependent batch mean of G_t over the m
+episodes, finished episodes counting 0 (reward-to-go); ``'optimal'`` is the scalar
+variance-minimising constant b* = Σ_i ‖g_i‖² R_i / Σ_i ‖g_i‖² computed from the per-episode
+score vectors g_i = Σ_t ∇_θ log π_θ(a_{i,t}|s_{i,t}) of the flattened policy parameters
+(``jax.vmap(jax.grad)`` over episodes), with R_i replaced by G_{i,t} at each step t for the
+reward-to-go form; ``'value'`` learns V_w(s) by regression on the reward-to-go (bootstrapped
+from V_w of the final observation where an episode is truncated at the time limit: truncation
+bootstraps, termination does not; without a critic nothing is bootstrapped). The critic is
+trained on whatever policy acted (a baseline only needs to be action-independent).
+
+Policy relaxation (Wang, Li & Chen, 2019, "Incremental Reinforcement Learning in Continuous
+Spaces via Policy Relaxation and Importance Weighting", IEEE TNNLS,
+https://doi.org/10.1109/TNNLS.2019.2927320, Algorithm 1): during the first ``relaxation_updates``
+updates the actions are drawn uniformly (discrete: Uniform{0..A−1}; continuous: Uniform[−1, 1]^d
+in the policy's action space) and the gradient is importance weighted by π_θ(τ)/π_r(τ)
+(``importance='per_trajectory'``, Algorithm 1 line 6) or by the per-decision product
+Π_{t'≤t} π_θ/π_r (``'per_decision'``, the lecture's causal form with reward-to-go, which leaves out
+the ratios of the actions after t); afterwards the updates are on-policy (the weights are 1).
+The weights are capped at ``max_importance_weight`` so that a degenerate product cannot overflow
+(they stay far below the cap on CartPole: each uniform step multiplies the weight by at most
+A·π_θ(a|s) ≤ 2 and the episodes are short). On long continuous-action episodes they vanish
+instead: against Uniform[−1, 1] each ratio of an initial N(0, 1) policy is 2·N(a; 0, 1) < 0.8, so
+200 Pendulum steps give a weight near 0 and the relaxed updates barely move θ (the exponential
+dependence on T that the lecture notes warn about).
+
+Configuration of the learning test (CartPole-v1, reward-to-go, value baseline; the defaults):
+8 episodes per update, separate 64x64 tanh actor and critic, Adam at lr 0.003 (policy) and 0.01
+(critic), gradient-norm clip 10, γ = 0.99, 80 updates (320k simulated steps, many of them
+padding). Measured over 8 seeds: mean return over the last 5 updates 484 (422 to 500 per seed).
+A policy rate of 0.005-0.01 learns faster but then falls off the 500 plateau on some seeds, and a
+critic rate of 0.003 gives a worse baseline and the same drops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import optax
+
+import pgkit
+from pgkit import envs, nn, rollout
+from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+
+NAME = "reinforce"
+DESCRIPTION = "REINFORCE on whole episodes: reward-to-go or R(tau), mean/optimal/value baselines, policy relaxation"
+DEFAULT_ENV = "CartPole-v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    total_steps: int = option(320_000, "simulated environment steps per seed (num_envs*max_steps per update)", positive=True)
+    num_envs: int = option(8, "episodes per update (parallel environments)", positive=True)
+    returns: str = option("reward_to_go", "weight of each step", choices=("reward_to_go", "whole_trajectory"))
+    baseline: str = option("value", "baseline subtracted from the returns", choices=("none", "mean", "optimal", "value"))
+    relaxation_updates: int = option(0, "updates with a uniform behaviour policy and importance weights (policy relaxation)", low=0)
+    importance: str = option("per_trajectory", "importance weights of relaxed updates", choices=("per_trajectory", "per_decision"))
+    hidden_sizes: tuple[int, ...] = option((64, 64), "hidden layer widths of actor and critic")
+    activation: str = option("tanh", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
+    normalize_observations: bool = option(False, "running mean/variance observation normalisation")
+    log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
+
+
+@hyperparameters
+class HParams:
+    lr: float = option(0.003, "Adam learning rate of the policy", positive=True)
+    critic_lr: float = option(0.01, "Adam learning rate of the value baseline", positive=True)
+    gamma: float = option(0.99, "discount factor", low=0.0, high=1.0)
+    max_grad_norm: float = option(10.0, "global gradient-norm clip (policy and critic separately)", positive=True)
+    max_importance_weight: float = option(1e4, "cap of the importance weights of relaxed updates", positive=True)
+
+
+class Networks(NamedTuple):
+    actor: Any
+    critic: Any  # None unless baseline == 'value'
+
+
+class State(NamedTuple):
+    networks: Networks
+    actor_opt_state: Any
+    critic_opt_state: Any
+    env_state: Any  # VecEnvState of the last rollout (carries normalisation statistics)
+    key: jax.Array  # PRNGKey (uint32[2])
+    updates: jax.Array  # updates done (int32)
+    last_return: jax.Array  # mean return of the last batch of episodes
+
+
+def _optimizer(max_grad_norm):
+    # the learning rate is applied by hand so that it stays a traced hyperparameter
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.scale_by_adam())
+
+
+def _first_episode_mask(dones):
+    """[T, E] True up to and including each column's first done (its first complete episode)."""
+    dones = dones.astype(jnp.int32)
+    return (jnp.cumsum(dones, axis=0) - dones) == 0
+
+
+def make(config: Config, env_name: str) -> Recipe:
+    """Build REINFORCE's pure ``init``/``update``/``act`` for ``env_name``."""
+    if any(h < 1 for h in config.hidden_sizes) or not config.hidden_sizes:
+        raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
+    if config.importance == "per_decision" and config.returns != "reward_to_go":
+        raise ConfigError(
+            "option 'importance' = 'per_decision' needs returns='reward_to_go' "
+            f"(a per-decision weight pairs with the reward-to-go), got returns={config.returns!r}"
+        )
+    if config.baseline == "optimal" and config.num_envs < 2:
+        raise ConfigError(f"option 'num_envs' must be >= 2 for the optimal baseline, got {config.num_envs}")
+    if config.baseline == "mean" and config.num_envs < 2:
+        raise ConfigError(f"option 'num_envs' must be >= 2 for the mean baseline, got {config.num_envs}")
+    env = envs.make(env_name, num_envs=config.num_envs, normalize_observations=config.normalize_observations)
+    horizon = int(env.env_params.max_steps_in_episode)
+    steps_per_update = config.num_envs * horizon
+    num_updates = config.total_steps // steps_per_update
+    use_critic = config.baseline == "value"
+    relaxed_phase = config.relaxation_updates > 0
+
+    def per_example(fn, *arrays):
+        """Apply ``fn`` to one example at a time over the leading axes of ``arrays[0]`` ([E] or [T, E])."""
+        for _ in range(arrays[0].ndim - 1):
+            fn = jax.vmap(fn)
+        return fn(*arrays)
+
+    def log_probs_and_entropy(actor, obs, actions):
+        # distributions are built per example (inside vmap), never batched across a vmap boundary
+        def one(o, a):
+            dist = actor.distribution(o)
+            return dist.log_prob(a), dist.entropy()
+
+        return per_example(one, obs, actions)
+
+    def sample_and_log_prob(actor, key, obs):
+        keys = jax.random.split(key, obs.shape[0])
+        return jax.vmap(lambda o, k: actor.distribution(o).sample_and_log_prob(seed=k))(obs, keys)
+
+    def init(key, hp: HParams) -> State:
+        key, actor_key, critic_key, env_key = jax.random.split(key, 4)
+        net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
+        if env.discrete:
+            actor = nn.CategoricalPolicy(env.observation_size, env.num_actions, key=actor_key, **net)
+        else:
+            actor = nn.GaussianPolicy(
+                env.observation_size, env.action_size, log_std_init=config.log_std_init, key=actor_key, **net
+            )
+        critic = nn.ValueCritic(env.observation_size, key=critic_key, **net) if use_critic else None
+        networks = Networks(actor, critic)
+        env_state, _ = env.reset(env_key)
+        actor_opt = _optimizer(hp.max_grad_norm).init(eqx.filter(actor, eqx.is_array))
+        critic_opt = _optimizer(hp.max_grad_norm).init(eqx.filter(critic, eqx.is_array)) if use_critic else None
+        return State(networks, actor_opt, critic_opt, env_state, key, jnp.int32(0), jnp.float32(0.0))
+
+    def uniform_actions(key, num):
+        """Actions of the relaxed policy π_r = Uniform(A) and their log-probabilities."""
+        if env.discrete:
+            actions = jax.random.randint(key, (num,), 0, env.num_actions)
+            return actions, jnp.full((num,), -math.log(env.num_actions), jnp.float32)
+        actions = jax.random.uniform(key, (num, env.action_size), minval=-1.0, maxval=1.0)
+        return actions, jnp.full((num,), -env.action_size * math.log(2.0), jnp.float32)
+
+    def episode_log_prob(actor_params, actor_static, obs, actions, mask):
+        """log π_θ(τ) = Σ_t log π_θ(a_t|s_t) over one episode's valid steps ([T] inputs)."""
+        actor = eqx.combine(actor_params, actor_static)
+        log_probs, _ = log_probs_and_entropy(actor, obs, actions)
+        return jnp.sum(jnp.where(mask, log_probs, 0.0))
+
+    def baselines_of(actor, traj, returns, mask):
+        """b [T, E] (or broadcastable) for the configured baseline."""
+        if config.baseline == "none":
+            return jnp.zeros_like(returns)
+        if config.baseline == "value":
+            return traj.values
+        masked = jnp.where(mask, returns, 0.0)
+        if config.baseline == "mean":
+            if config.returns == "whole_trajectory":
+                return pgkit.mean_baseline(returns[0])[None, :]  # b = (1/m) Σ_i R(τ^i)
+            return pgkit.mean_baseline(masked, axis=1)  # b_t = (1/m) Σ_i G_{i,t}
+        # optimal: per-episode score vectors g_i = ∇_θ log π_θ(τ^i), flattened
+        params, static = eqx.partition(actor, eqx.is_array)
+        score_fn = jax.grad(episode_log_prob)
+        scores = jax.vmap(score_fn, in_axes=(None, None, 1, 1, 1))(params, static, traj.obs, traj.actions, mask)
+        flat = jax.vmap(lambda tree: jax.flatten_util.ravel_pytree(tree)[0])(scores)  # [E, P]
+        if config.returns == "whole_trajectory":
+            return pgkit.optimal_baseline(flat, returns[0], per_parameter=False)
+        b = jax.vmap(lambda g_t: pgkit.optimal_baseline(flat, g_t, per_parameter=False))(masked)  # [T]
+        return b[:, None]
+
+    def policy_loss_fn(actor, traj, weights, mask):
+        log_probs, entropies = log_probs_and_entropy(actor, traj.obs, traj.actions)
+        losses = pgkit.score_function_loss(log_probs, weights)
+        # Σ_t over each episode, mean over the m episodes: the estimator of ∇J
+        loss = jnp.sum(jnp.where(mask, losses, 0.0)) / config.num_envs
+        entropy = jnp.sum(jnp.where(mask, entropies, 0.0)) / jnp.maximum(mask.sum(), 1)
+        return loss, (log_probs, entropy)
+
+    def critic_loss_fn(critic, traj, targets, mask):
+        values = jax.vmap(jax.vmap(critic))(traj.obs)
+        losses = pgkit.value_loss(values, targets)
+        return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.maximum(mask.sum(), 1)
+
+    def update(state: State, hp: HParams):
+        key, reset_key, rollout_key = jax.random.split(state.key, 3)
+        actor, critic = state.networks
+        relaxed = state.updates < config.relaxation_updates  # traced bool
+
+        def act_fn(key, obs):
+            policy_key, uniform_key = jax.random.split(key)
+            actions, log_probs = sample_and_log_prob(actor, policy_key, obs)
+            if relaxed_phase:
+                uniform, uniform_log_probs = uniform_actions(uniform_key, obs.shape[0])
+                actions = jnp.where(relaxed, uniform.astype(actions.dtype), actions)
+                log_probs = jnp.where(relaxed, uniform_log_probs, log_probs)
+            values = jax.vmap(critic)(obs) if use_critic else jnp.zeros(obs.shape[:1])
+            return actions, log_probs, values
+
+        # fresh episodes every update; normalisation statistics carried over
+        env_state, obs = env.reset(reset_key, normalization=state.env_state.normalization)
+        env_state, _, traj = rollout.rollout(
+            rollout_key, env, env_state, obs, act_fn, num_steps=horizon, gamma=hp.gamma,
+            value_fn=jax.vmap(critic) if use_critic else None,
+        )
+        mask = _first_episode_mask(traj.dones)
+        if config.returns == "reward_to_go":
+            returns = pgkit.reward_to_go(
+                traj.rewards, traj.discounts, traj.dones, traj.next_values if use_critic else None
+            )
+        else:
+            returns = pgkit.episode_returns(traj.rewards, traj.discounts, traj.dones)
+        weights = returns - baselines_of(actor, traj, returns, mask)
+        stats = {}
+        if relaxed_phase:
+            target_log_probs, _ = log_probs_and_entropy(actor, traj.obs, traj.actions)
+            log_ratios = pgkit.log_ratios(target_log_probs, traj.log_probs)
+            if config.importance == "per_trajectory":
+                importance = pgkit.per_trajectory_weights(log_ratios, traj.dones)
+            else:
+                importance = pgkit.per_decision_weights(log_ratios, traj.dones)
+            importance = jnp.minimum(importance, hp.max_importance_weight)
+            weights = importance * weights
+            valid = jnp.maximum(mask.sum(), 1)
+            stats["importance_weight"] = jnp.sum(jnp.where(mask, importance, 0.0)) / valid
+            stats["max_importance_weight"] = jnp.max(jnp.where(mask, importance, 0.0))
+            stats["relaxed"] = relaxed.astype(jnp.float32)
+
+        (policy_loss, (_, entropy)), grads = jax.value_and_grad(policy_loss_fn, has_aux=True)(
+            actor, traj, weights, mask
+        )
+        updates, actor_opt = _optimizer(hp.max_grad_norm).update(grads, state.actor_opt_state)
+        actor = optax.apply_updates(actor, jax.tree.map(lambda u: -hp.lr * u, updates))
+        critic_opt = state.critic_opt_state
+        if use_critic:
+            critic_targets = pgkit.reward_to_go(traj.rewards, traj.discounts, traj.dones, traj.next_values)
+            value_loss, grads = jax.value_and_grad(critic_loss_fn)(critic, traj, critic_targets, mask)
+            updates, critic_opt = _optimizer(hp.max_grad_norm).update(grads, critic_opt)
+            critic = optax.apply_updates(critic, jax.tree.map(lambda u: -hp.critic_lr * u, updates))
+            stats["value_loss"] = value_loss
+
+        first = traj._replace(dones=traj.dones & mask)
+        mean_return, episodes = rollout.completed_episode_statistics(first)
+        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
+        stats.update(
+            episode_return=last_return,
+            episode_length=jnp.sum(mask) / config.num_envs,
+            policy_loss=policy_loss,
+            entropy=entropy,
+            mean_weight=jnp.sum(jnp.where(mask, weights, 0.0)) / jnp.maximum(mask.sum(), 1),
+        )
+        new_state = State(
+            Networks(actor, critic), actor_opt, critic_opt, env_state, key, state.updates + 1, last_return
+        )
+        return new_state, stats
+
+    def act(state: State, key, obs):
+        """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
+        del key
+        params = jax.vmap(state.networks.actor)(obs)
+        if env.discrete:
+            return jnp.argmax(params, axis=-1)
+        return jnp.clip(params[0], -1.0, 1.0)
+
+    return Recipe(init, update, act, env, steps_per_update, num_updates)
