@@ -656,6 +656,8 @@ def plot(result: Result, path) -> None:
     ax1.barh(y, [r.variance for r in rows], xerr=[2 * r.variance_se for r in rows],
              color=[colors[r.family] for r in rows], capsize=2)
     ax1.set_xscale("log")
+    ax1.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax1.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax1.set_yticks(y, [r.name for r in rows])
     ax1.set_xlabel("tr Cov(ĝ_B), batch of B episodes (log scale; bars ±2 se)")
@@ -741,10 +743,10 @@ def _interpretation(result: Result) -> str:
         f"{min(r.variance_ratio for r in whole_rows):.3f} to {max(r.variance_ratio for r in whole_rows):.3f} "
         f"of the unbaselined variance. "
         f"With reward-to-go the learned V(s_t) against the constant mean reward-to-go: "
-        f"{_fmt(v_vs_mean)} ({v_vs_mean.verdict}); the critic explains "
-        f"{info['critic_explained_variance']:.0%} of the held-out variance of G_t (the rest is the "
-        f"randomness of the future under a stochastic policy), which bounds what a state-dependent "
-        f"baseline can remove beyond a constant here."
+        f"{_fmt(v_vs_mean)} ({v_vs_mean.verdict}). The critic explains only "
+        f"{info['critic_explained_variance']:.0%} of the held-out variance of G_t: most of the "
+        f"spread of the return still to come is the randomness of the future under a stochastic "
+        f"policy, not a function of s_t, so V(s_t) removes little more than a constant does here."
     )
     parts.append(text)
 
@@ -786,7 +788,8 @@ def _interpretation(result: Result) -> str:
         f"{1 / max(1, info.get('batch_size', 16)):.3f} of ‖∇J‖), and the optimal baselines weight an "
         "episode's return by its own score. Bias statistics of the in-batch rows: "
         + ", ".join(f"z = {z:.1f}" for z in zs)
-        + (" (detected where z > 3)." if max(zs) > 3 else " (none detected at this sample size).")
+        + (" (detected where z > 3; with 16 rows tested, a z just above 3 is weak evidence)."
+           if max(zs) > 3 else " (none detected at this sample size).")
     )
 
     gae = [r for r in result.rows if r.family == FAMILY_GAE]

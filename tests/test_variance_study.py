@@ -64,7 +64,7 @@ def test_table_has_every_estimator_and_is_finite(result):
     assert rows["GAE λ=1"].variance == pytest.approx(rows["G_t − V(s_t) (learned)"].variance, rel=1e-3)
     for c in result.claims:
         assert c.verdict in ("holds", "reversed", "not resolved")
-        assert c.ci[0] <= c.ratio * 1.5 and math.isfinite(c.ci[1])
+        assert 0 < c.ci[0] < c.ci[1] and math.isfinite(c.ci[1])
     table = vs.format_table(result)
     assert all(name in table for _, name in names)
 
@@ -110,19 +110,23 @@ def test_per_episode_gradients_match_pgkit_losses(policy):
         loss = pgkit.reinforce_loss(log_probs, rewards, discounts, dones, causal=causal, baselines=baselines)
         return -jnp.sum(loss)
 
-    def flat_grad(causal, baselines):
-        g = jax.grad(objective)(policy, causal, baselines)
-        return np.asarray(jax.flatten_util.ravel_pytree(g)[0])
+    @jax.jit
+    def all_grads(policy):  # one compilation for the five reference gradients
+        flat = lambda causal, b: jax.flatten_util.ravel_pytree(jax.grad(objective)(policy, causal, b))[0]  # noqa: E731
+        return (flat(False, None), flat(True, None), flat(True, values),
+                flat(False, jnp.float32(7.5)), flat(True, jnp.float32(3.0)))
+
+    whole, rtg, rtg_v, whole_b, rtg_b = (np.asarray(g) for g in all_grads(policy))
 
     jac = out.jacobian[i]
     score = jac[vs.SCORE]
     tol = dict(rtol=2e-4, atol=2e-4 * np.abs(jac).max())
-    np.testing.assert_allclose(jac[vs.WHOLE], flat_grad(False, None), **tol)
-    np.testing.assert_allclose(jac[vs.RTG], flat_grad(True, None), **tol)
-    np.testing.assert_allclose(jac[vs.RTG_V], flat_grad(True, values), **tol)
+    np.testing.assert_allclose(jac[vs.WHOLE], whole, **tol)
+    np.testing.assert_allclose(jac[vs.RTG], rtg, **tol)
+    np.testing.assert_allclose(jac[vs.RTG_V], rtg_v, **tol)
     # constant baselines enter linearly through the episode score: the study's shortcut
-    np.testing.assert_allclose(jac[vs.WHOLE] - 7.5 * score, flat_grad(False, jnp.float32(7.5)), **tol)
-    np.testing.assert_allclose(jac[vs.RTG] - 3.0 * score, flat_grad(True, jnp.float32(3.0)), **tol)
+    np.testing.assert_allclose(jac[vs.WHOLE] - 7.5 * score, whole_b, **tol)
+    np.testing.assert_allclose(jac[vs.RTG] - 3.0 * score, rtg_b, **tol)
     # whole-trajectory REINFORCE is R(τ) times the episode score; R(τ) is the episode length here
     assert out.returns[i] == steps
     np.testing.assert_allclose(jac[vs.WHOLE], steps * score, **tol)
