@@ -514,7 +514,10 @@ def _loop(run: _Run, state, member_hparams, *, start: int, metrics, stop_after_c
     while u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks):
         length = min(run.chunk, run.num_updates - u)
         t0 = time.perf_counter()
-        state, chunk_metrics = compiled_chunk(length)(state, member_hparams)
+        program = compiled_chunk(length)
+        # outputs may come back with other (equivalent) shardings than the program was compiled for
+        state = jax.device_put(state, program.input_shardings[0][0])
+        state, chunk_metrics = program(state, member_hparams)
         chunk_metrics = {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(chunk_metrics).items()}
         dt = time.perf_counter() - t0
         _check_finite(chunk_metrics, u)
