@@ -135,8 +135,10 @@ def test_sharded_run_equals_single_device_run(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=Path(__file__).parents[1])
     sharded = np.load(out)
+    # identical trajectories; loss statistics to float32 rounding (each device runs a smaller batch)
+    np.testing.assert_array_equal(single.metrics["episode_return"], sharded["episode_return"])
     for name in single.metrics:
-        np.testing.assert_array_equal(single.metrics[name], sharded[name])
+        np.testing.assert_allclose(single.metrics[name], sharded[name], rtol=1e-4, atol=1e-6)
 
 
 def test_non_finite_metrics_are_reported():
