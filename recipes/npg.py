@@ -23,8 +23,11 @@ KL taken at face value: no line search (that is TRPO, ``recipes/trpo.py``).
 
 The "compatible" direction builds per-sample score vectors ``[N, P]`` and solves a least-squares
 problem in O(N P²): it is meant for small policies (the test uses a ``(16,)`` hidden layer,
-P = 114 on CartPole: about 6x the cost of a "fisher" update); the "fisher" direction scales to
-any network.
+P = 114 on CartPole: about 5x the cost of a "fisher" update, more under vmap over seeds); the
+"fisher" direction scales to any network. In the one run made with it (default batch, a (16,)
+policy, 100 updates, 4 seeds) CartPole ended at a mean of 273, against about 495 for the 64x64
+"fisher" default: the smaller network and the empirical Fisher of sampled actions (noisier than
+the KL Hessian, which sums over actions) both may play a part; not separated.
 
 Default configuration (CartPole-v1, the one the learning test uses): 4 envs x 256 steps
 (1,024 samples per update), 100 updates (102,400 steps), γ 0.99, λ 0.98, max_kl 0.01, damping
