@@ -201,16 +201,20 @@ def kl_penalty_loss(
     return -ratio * advantages + beta * kls
 
 
-def adaptive_kl_coefficient(beta, kl, *, target_kl):
+def adaptive_kl_coefficient(beta, kl, *, target_kl, min_beta=1e-6, max_beta=1e6):
     """Adaptive KL-penalty coefficient: double β when the KL overshoots, halve it when it undershoots.
 
-    ``β' = 2β`` if ``KL > 1.5 d_targ``; ``β' = β / 2`` if ``KL < d_targ / 1.5``; else ``β' = β``.
+    ``β' = 2β`` if ``KL > 1.5 d_targ``; ``β' = β / 2`` if ``KL < d_targ / 1.5``; else ``β' = β``;
+    then ``β'`` is clipped to ``[min_beta, max_beta]``. Without the floor, a policy that stays
+    inside the target for a few hundred updates halves β down to float32 zero, where doubling
+    can never bring it back; a penalty of 1e-6 is already negligible.
 
     Args:
       beta: scalar (or any shape) current coefficient β.
       kl: the measured mean KL(π_old || π_new) after the policy update, broadcastable with
         ``beta`` (a scalar, or one value per seed under vmap).
       target_kl: scalar target d_targ > 0 (traced float).
+      min_beta, max_beta: bounds on the new coefficient (defaults 1e-6 and 1e6).
 
     Returns:
       The new coefficient, shape ``broadcast(beta, kl)``.
@@ -231,11 +235,12 @@ def adaptive_kl_coefficient(beta, kl, *, target_kl):
     """
     beta = jnp.asarray(beta)
     kl = jnp.asarray(kl)
-    return jnp.where(
+    new = jnp.where(
         kl > 1.5 * target_kl,
         2.0 * beta,
         jnp.where(kl < target_kl / 1.5, 0.5 * beta, beta),
     )
+    return jnp.clip(new, min_beta, max_beta)
 
 
 def approx_kl(log_probs, old_log_probs):

@@ -104,6 +104,23 @@ def test_adaptive_kl_coefficient_table():
         beta = new_beta
 
 
+def test_adaptive_kl_coefficient_stays_in_bounds_and_recovers():
+    # Hundreds of undershooting updates would halve beta to float32 zero, where doubling can
+    # never bring it back; the floor keeps it recoverable (and the ceiling bounds it).
+    halve = jax.jit(lambda b: pgkit.adaptive_kl_coefficient(b, 0.0, target_kl=0.01))
+    double = jax.jit(lambda b: pgkit.adaptive_kl_coefficient(b, 1.0, target_kl=0.01))
+    beta = jnp.asarray(1.0)
+    for _ in range(300):
+        beta = halve(beta)
+    np.testing.assert_allclose(beta, 1e-6)
+    np.testing.assert_allclose(double(beta), 2e-6)
+    for _ in range(300):
+        beta = double(beta)
+    np.testing.assert_allclose(beta, 1e6)
+    custom = pgkit.adaptive_kl_coefficient(0.1, 0.0, target_kl=0.01, min_beta=0.1)
+    np.testing.assert_allclose(custom, 0.1)
+
+
 # --------------------------------------------------------------------------- gradients
 
 
