@@ -73,13 +73,43 @@ def _check_size(name: str, value, *, allow_scalar: bool = False) -> None:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
+def _householder_q(a: Array) -> Array:
+    """Q of the thin QR a = QR ([n, m], n >= m) with diag(R) >= 0, by Householder reflections.
+
+    Plain JAX (two ``fori_loop``s of rank-1 updates) instead of ``jnp.linalg.qr``: LAPACK's
+    batched QR runs on XLA's CPU thread pool and waits on that same pool, and several of them in
+    one vmapped init (one per layer) can take every thread and wait forever (seen with 24 vmapped
+    members on 2 cores).
+    """
+    n, m = a.shape
+    rows = jnp.arange(n)
+
+    def reflect(k, carry):  # zero column k below the diagonal: r ← (I − 2vvᵀ) r
+        r, vs, signs = carry
+        x = jnp.where(rows >= k, r[:, k], 0.0)
+        sign = jnp.where(x[k] < 0, -1.0, 1.0)
+        v = x.at[k].add(sign * jnp.linalg.norm(x))
+        norm = jnp.linalg.norm(v)
+        v = jnp.where(norm > 0, v / jnp.where(norm > 0, norm, 1.0), 0.0)
+        r = r - 2.0 * jnp.outer(v, v @ r)
+        return r, vs.at[k].set(v), signs.at[k].set(-sign)  # R_kk = −sign·‖x‖
+
+    _, vs, signs = jax.lax.fori_loop(0, m, reflect, (a, jnp.zeros((m, n), a.dtype), jnp.ones(m, a.dtype)))
+
+    def apply(i, q):  # Q = H_0 H_1 … H_{m−1} [I_m; 0], applied right to left
+        v = vs[m - 1 - i]
+        return q - 2.0 * jnp.outer(v, v @ q)
+
+    q = jax.lax.fori_loop(0, m, apply, jnp.eye(n, m, dtype=a.dtype))
+    return q * signs  # sign fix: diag(R) > 0 makes Q unique, and Haar-distributed for Gaussian a
+
+
 @functools.partial(jax.jit, static_argnums=(1,))
 def _orthogonal_matrix(key: PRNGKeyArray, shape: tuple[int, int], gain: Array) -> Array:
     """gain·Q with Q Haar-distributed and orthonormal along its smaller side (one compile per shape)."""
     rows, cols = shape
     gaussian = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
-    q, r = jnp.linalg.qr(gaussian)
-    q = q * jnp.sign(jnp.diagonal(r))  # sign fix: makes Q uniformly (Haar) distributed
+    q = _householder_q(gaussian)
     if rows < cols:
         q = q.T
     return gain * q

@@ -67,6 +67,25 @@ def test_orthogonal_init_square_layers_and_gains():
     assert not np.allclose(net.layers[1].weight, other.layers[1].weight)
 
 
+def test_householder_q_is_the_positive_diagonal_qr_of_lapack():
+    # Oracle: NumPy's LAPACK QR with the sign fix diag(R) > 0 (the unique thin QR).
+    for i, shape in enumerate([(8, 8), (8, 4), (16, 3), (5, 1)]):
+        a = np.asarray(jax.random.normal(jax.random.key(10 + i), shape), np.float64)
+        q, r = np.linalg.qr(a)
+        q = q * np.sign(np.diag(r))
+        np.testing.assert_allclose(jax.jit(nn._householder_q)(jnp.asarray(a, jnp.float32)), q, atol=2e-5)
+
+
+def test_vmapped_initialisation_calls_no_lapack_kernel():
+    # LAPACK's batched QR waits on XLA's CPU thread pool from inside it: several in one vmapped
+    # init could deadlock a 2-core machine. The orthogonal init must lower to plain XLA ops.
+    def init(key):
+        return nn.MLP(OBS, ACT, hidden_sizes=HID, key=key)
+
+    hlo = jax.jit(jax.vmap(init)).lower(jax.random.split(KEY, 4)).as_text()
+    assert "lapack" not in hlo.lower() and "custom_call" not in hlo
+
+
 def test_head_gains_of_policies_and_critics():
     policy_heads = [
         nn.CategoricalPolicy(OBS, ACT, hidden_sizes=HID, key=KEY).net,
