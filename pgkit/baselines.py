@@ -3,8 +3,9 @@
 A baseline b subtracted from the return leaves a score-function estimate unbiased when b does not
 depend on the sampled action (E[∇log π · b] = b ∇∫π = 0) and changes its variance. Here: the
 batch mean (constant baseline), the variance-minimising constant baseline
-b* = E[g² R] / E[g²], the leave-one-out mean of the other samples, and ``value_loss`` for a
-learned, state-dependent baseline V(s).
+b* = E[g² R] / E[g²], the leave-one-out mean of the other samples, the state value
+Σ_a π(a|s) Q(s, a) implied by an action-value critic, and ``value_loss`` for a learned,
+state-dependent baseline V(s).
 """
 
 import operator
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "expected_q_baseline",
     "leave_one_out_baseline",
     "mean_baseline",
     "optimal_baseline",
@@ -198,6 +200,48 @@ def optimal_baseline(score_vectors, returns, *, per_parameter=True):
     positive = denominator > 0
     safe = jnp.where(positive, denominator, 1.0)
     return jnp.where(positive, numerator / safe, jnp.mean(returns))
+
+
+def expected_q_baseline(probs, q_values):
+    """State-value baseline of an action-value critic: V(s) = Σ_a π(a|s) Q(s, a).
+
+    Equation:
+        b(s) = Σ_a π(a|s) Q(s, a),   so that   Q(s, a) − b(s) = A(s, a),
+
+    the advantage of the notes' "Advantage Actor-Critic" without a second network for V. b
+    depends on the state only, not on the sampled action, so E_a[∇log π(a|s) (Q(s, a) − b(s))]
+    = E_a[∇log π(a|s) Q(s, a)]: the estimate stays unbiased and (for a Q close to the true one)
+    loses the large common part of the Q's that makes the plain Q-weighted estimate noisy.
+
+    Args:
+        probs: [*B, A] action probabilities π(·|s) (rows sum to 1).
+        q_values: [*B, A] critic values Q(s, ·) of every action (same shape).
+
+    Returns:
+        [*B] baselines b(s).
+
+    Gradients:
+        Flow through both arguments (a bilinear form); a score-function loss that consumes
+        ``Q(s, a) − b(s)`` as its weight stops them.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> pgkit.expected_q_baseline(jnp.array([0.25, 0.75]), jnp.array([4.0, 8.0])).tolist()
+        7.0
+
+    Reference:
+        Sutton, McAllester, Singh, Mansour (2000), "Policy Gradient Methods for Reinforcement
+        Learning with Function Approximation", NeurIPS (eq. 3: a baseline b(s) leaves the
+        gradient unchanged); Ciosek, Whiteson (2018), "Expected Policy Gradients", AAAI,
+        https://arxiv.org/abs/1706.05374
+    """
+    probs = _as_float(probs)
+    q_values = _as_float(q_values)
+    if probs.ndim < 1:
+        raise ValueError(f"probs must be [*B, A] with an action axis, got shape {probs.shape}")
+    if q_values.shape != probs.shape:
+        raise ValueError(f"q_values must have the shape of probs {probs.shape}, got {q_values.shape}")
+    return jnp.sum(probs * q_values, axis=-1)
 
 
 def value_loss(values, targets, *, stop_target_gradients=True):
