@@ -1,5 +1,5 @@
 """NPG recipe: learns CartPole, takes natural steps of the configured KL size, is deterministic,
-and its natural actor-critic (compatible features) option runs finite."""
+and its natural actor-critic (compatible features) option learns too."""
 
 import jax
 import numpy as np
@@ -13,13 +13,6 @@ from recipes import npg
 CARTPOLE = {"total_steps": 102_400}
 SEEDS = 4
 FINAL_UPDATES = 5  # the score of a seed: its mean episode_return over its last 5 updates
-
-# A small natural actor-critic: P = 114 policy parameters, so the least-squares fit is cheap.
-# 10 updates of 2 envs x 128 steps (N = 256 samples per least-squares fit).
-COMPATIBLE = {
-    "direction": "compatible", "hidden_sizes": (16,), "num_envs": 2, "num_steps": 128, "total_steps": 10 * 256,
-}
-
 
 @pytest.fixture(scope="module")
 def cartpole_run():
@@ -62,16 +55,20 @@ def test_same_keys_give_bit_identical_results(cartpole_run):
     assert not np.array_equal(other.metrics["kl"], again.metrics["kl"])
 
 
-def test_compatible_features_option_runs_without_nan():
-    result = experiment.train("npg", env="CartPole-v1", seeds=2, seed=0, config=COMPATIBLE, log=None)
+def test_natural_actor_critic_learns_cartpole():
+    """The compatible-features direction (CG on the empirical Fisher), defaults otherwise.
+
+    Measured: 500, 451, 500, 500 (mean 488) over the last 5 updates.
+    """
+    result = experiment.train(
+        "npg", env="CartPole-v1", seeds=SEEDS, seed=0, config={**CARTPOLE, "direction": "compatible"}, log=None
+    )
     for name, values in result.metrics.items():
         assert np.all(np.isfinite(values)), name
-    for leaf in jax.tree.leaves(result.state.networks):
-        assert np.all(np.isfinite(np.asarray(leaf)))
+    final = result.metrics["episode_return"][:, -FINAL_UPDATES:].mean(axis=1)
+    assert final.mean() >= 400.0, f"final returns per seed {final}"
     kl = result.metrics["kl"]
-    assert np.all(kl > 0.0)  # the policy moved
-    assert np.median(kl) < 3.0 * npg.HParams().max_kl  # by a natural step of the trust-region size
-    assert "cg_residual" not in result.metrics  # the compatible-features branch ran, not CG
+    assert 0.5 * npg.HParams().max_kl < np.median(kl) < 2.0 * npg.HParams().max_kl  # natural steps of size δ
 
 
 def test_invalid_configuration_names_the_option():
