@@ -2,6 +2,8 @@
 
 Each seed count is one jit(vmap(scan(update))) program run in ``--chunks`` chunks; steps/s is
 the median over chunks (compile excluded); ``wall`` is the whole run with compile included.
+Like ``pgkit train``, it makes one JAX CPU device per core and shards the seeds over them
+(``--devices 1`` for a single device).
 Defaults: PPO on CartPole-v1 with the standard configuration (4 envs x 128 steps, 4 epochs x 4
 minibatches, 5e5 steps per seed) at 1, 8 and 32 seeds.
 
@@ -33,7 +35,9 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
     _, init, chunk_fn = experiment._compiled(module, config, env, chunk)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     hp = jax.tree.map(lambda x: np.full((num_seeds,), x, np.float32), module.HParams())
-    state = init(keys, hp)
+    sharding = experiment._member_sharding(num_seeds)
+    keys, hp = experiment._shard_members((keys, hp), num_seeds)  # as the driver places them
+    state = experiment._shard_members(init(keys, hp), num_seeds)
     compiled = chunk_fn.lower(state, hp).compile()
     compile_seconds = time.perf_counter() - t0
     rates, done, returns = [], 0, None
@@ -47,6 +51,7 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
         "recipe": recipe,
         "env": env,
         "seeds": num_seeds,
+        "devices": 1 if sharding is None else len(sharding.device_set),
         "env_steps_per_second": float(np.median(rates)),
         "compile_seconds": compile_seconds,
         "wall_seconds_with_compile": time.perf_counter() - t0,
@@ -55,12 +60,12 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
     }
 
 
-HEADER = f"{'recipe':>8} {'env':>12} {'seeds':>6} {'env-steps/s':>14} {'compile s':>10} {'wall s':>8} {'final return':>13}"
+HEADER = f"{'recipe':>8} {'env':>12} {'seeds':>6} {'devices':>7} {'env-steps/s':>14} {'compile s':>10} {'wall s':>8} {'final return':>13}"
 
 
 def row(r: dict) -> str:
     return (
-        f"{r['recipe']:>8} {r['env']:>12} {r['seeds']:>6} {r['env_steps_per_second']:>14,.0f} "
+        f"{r['recipe']:>8} {r['env']:>12} {r['seeds']:>6} {r['devices']:>7} {r['env_steps_per_second']:>14,.0f} "
         f"{r['compile_seconds']:>10.1f} {r['wall_seconds_with_compile']:>8.1f} {r['final_return_mean']:>13.1f}"
     )
 
@@ -81,7 +86,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--devices", type=int, help="JAX CPU devices (default: one per core, as `pgkit train`)")
     args = parser.parse_args()
+    experiment.use_cpu_cores(args.devices)
     module = experiment.load_recipe(args.recipe)
     config = {}
     for text in args.set:

@@ -120,7 +120,7 @@ def test_sweep_is_one_program_and_new_values_do_not_recompile():
 
 def test_sharded_run_equals_single_device_run(tmp_path):
     single = small_run(seeds=4)
-    out = tmp_path / "sharded.npz"
+    out, out6 = tmp_path / "sharded.npz", tmp_path / "sharded6.npz"
     script = textwrap.dedent(
         f"""
         import numpy as np, jax
@@ -130,6 +130,10 @@ def test_sharded_run_equals_single_device_run(tmp_path):
         leaf = jax.tree.leaves(r.state)[0]
         assert len(leaf.sharding.device_set) == 4, leaf.sharding
         np.savez({str(out)!r}, **r.metrics)
+        # 6 members on 4 devices: split over the 3 devices that divide them evenly
+        r6 = experiment.train("ppo", env="CartPole-v1", config={SMALL!r}, seeds=6, chunk=2, log=None)
+        assert len(jax.tree.leaves(r6.state)[0].sharding.device_set) == 3
+        np.savez({str(out6)!r}, **r6.metrics)
         """
     )
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
@@ -139,6 +143,28 @@ def test_sharded_run_equals_single_device_run(tmp_path):
     np.testing.assert_array_equal(single.metrics["episode_return"], sharded["episode_return"])
     for name in single.metrics:
         np.testing.assert_allclose(single.metrics[name], sharded[name], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(small_run(seeds=6).metrics["episode_return"], np.load(out6)["episode_return"])
+
+
+def test_use_cpu_cores_makes_one_device_per_core_before_jax_starts():
+    script = textwrap.dedent(
+        """
+        import os
+        from pgkit import experiment
+        assert experiment.use_cpu_cores(3)
+        assert not experiment.use_cpu_cores(2)  # already set: left alone
+        import jax
+        assert len(jax.devices("cpu")) == 3, jax.devices()
+        assert not experiment.use_cpu_cores()  # JAX has started
+        print(os.environ["XLA_FLAGS"])
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, "-c", script], check=True, env={**env, "JAX_PLATFORMS": "cpu"},
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert done.stdout.strip() == "--xla_force_host_platform_device_count=3"
+    with pytest.raises(ValueError, match="count"):
+        experiment.use_cpu_cores(0)
 
 
 def test_non_finite_metrics_are_reported():
