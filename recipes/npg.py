@@ -105,8 +105,13 @@ class State(NamedTuple):
     last_return: jax.Array  # last known completed-episode return
 
 
-def make(config: Config, env_name: str) -> Recipe:
-    """Build the natural policy gradient's pure ``init``/``update``/``act`` for ``env_name``."""
+def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
+    """Build the natural policy gradient's pure ``init``/``update``/``act`` for ``env_name``.
+
+    ``line_search=True`` adds TRPO's backtracking line search to the natural step
+    (``recipes/trpo.py``; its config and hyperparameters carry ``max_backtracks`` and
+    ``backtrack_ratio``).
+    """
     batch_size = config.num_envs * config.num_steps
     if batch_size % config.critic_minibatches:
         raise ConfigError(
@@ -145,8 +150,9 @@ def make(config: Config, env_name: str) -> Recipe:
             traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
         )
         batch = flatten_batch(traj, gae, batch_size, config.normalize_advantages)
-        # 3. the natural step on the policy
-        actor, policy_stats = natural_update(actor, batch, hp, config, env.discrete, line_search=False)
+        # 3. the natural step on the policy (TRPO: full step, then backtracking under the KL constraint)
+        search = dict(backtrack_ratio=hp.backtrack_ratio, max_backtracks=config.max_backtracks) if line_search else {}
+        actor, policy_stats = natural_update(actor, batch, hp, config, env.discrete, line_search=line_search, **search)
         # 4. critic regression
         critic, critic_opt_state, value_loss = fit_critic(
             critic, state.critic_opt_state, critic_optimizer, batch, hp.critic_lr, critic_key,

@@ -39,14 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import optax
-
-import pgkit
-from pgkit import envs, rollout
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.experiment import Recipe, hyperparameters, option
 from recipes import npg
 
 NAME = "trpo"
@@ -102,64 +95,5 @@ Networks = npg.Networks
 
 
 def make(config: Config, env_name: str) -> Recipe:
-    """Build TRPO's pure ``init``/``update``/``act`` for ``env_name``."""
-    batch_size = config.num_envs * config.num_steps
-    if batch_size % config.critic_minibatches:
-        raise ConfigError(
-            f"option 'critic_minibatches' must divide num_envs*num_steps={batch_size}, got {config.critic_minibatches}"
-        )
-    if any(h < 1 for h in config.hidden_sizes):
-        raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
-    env = envs.make(
-        env_name,
-        num_envs=config.num_envs,
-        normalize_observations=config.normalize_observations,
-        scale_rewards=config.scale_rewards,
-    )
-    num_updates = config.total_steps // batch_size
-    minibatch_size = batch_size // config.critic_minibatches
-    critic_optimizer = optax.scale_by_adam()  # the learning rate stays a traced hyperparameter
-
-    def init(key, hp: HParams) -> State:
-        key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        networks = npg.build_networks(config, env, actor_key, critic_key)
-        env_state, obs = env.reset(env_key)
-        opt_state = critic_optimizer.init(eqx.filter(networks.critic, eqx.is_array))
-        return State(networks, opt_state, env_state, obs, key, jnp.float32(0.0))
-
-    def update(state: State, hp: HParams):
-        key, rollout_key, critic_key = jax.random.split(state.key, 3)
-        actor, critic = state.networks
-
-        # 1. collect a batch with π_old
-        env_state, obs, traj = rollout.rollout(
-            rollout_key, env, state.env_state, state.obs, npg.sampling_act_fn(actor, critic, env.discrete),
-            num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(critic),
-        )
-        # 2. advantages and critic targets
-        gae = pgkit.gae(
-            traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
-        )
-        batch = npg.flatten_batch(traj, gae, batch_size, config.normalize_advantages)
-        # 3. natural direction, full step, backtracking line search under the KL constraint
-        actor, policy_stats = npg.natural_update(
-            actor, batch, hp, config, env.discrete, line_search=True,
-            backtrack_ratio=hp.backtrack_ratio, max_backtracks=config.max_backtracks,
-        )
-        # 4. critic regression
-        critic, critic_opt_state, value_loss = npg.fit_critic(
-            critic, state.critic_opt_state, critic_optimizer, batch, hp.critic_lr, critic_key,
-            epochs=config.critic_epochs, minibatches=config.critic_minibatches, minibatch_size=minibatch_size,
-        )
-        mean_return, episodes = rollout.completed_episode_statistics(traj)
-        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
-        stats = dict(policy_stats, value_loss=value_loss, episode_return=last_return, episodes=episodes.astype(jnp.float32))
-        new_state = State(Networks(actor, critic), critic_opt_state, env_state, obs, key, last_return)
-        return new_state, stats
-
-    def act(state: State, key, obs):
-        """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
-        del key
-        return npg.greedy_actions(state.networks.actor, obs, env.discrete)
-
-    return Recipe(init, update, act, env, batch_size, num_updates)
+    """Build TRPO's pure ``init``/``update``/``act`` for ``env_name``: NPG's update with the line search."""
+    return npg.make(config, env_name, line_search=True)
