@@ -152,6 +152,7 @@ def _list(args) -> None:
 
 def main(argv=None) -> int:
     experiment.use_cpu_cores()  # one JAX CPU device per core, members sharded over them
+    experiment.use_compilation_cache()  # a repeated configuration skips compiling
     try:
         args = _build_parser().parse_args(argv)
         if args.command == "train":

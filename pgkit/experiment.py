@@ -50,6 +50,7 @@ __all__ = [
     "train",
     "resume",
     "evaluate",
+    "use_compilation_cache",
     "use_cpu_cores",
 ]
 
@@ -276,6 +277,24 @@ def use_cpu_cores(count: int | None = None) -> bool:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
     return True
+
+
+def use_compilation_cache(directory: str | os.PathLike | None = None) -> Path | None:
+    """Keep compiled XLA programs on disk, so that a run repeating a configuration skips compiling.
+
+    The directory is ``directory``, else ``$PGKIT_CACHE_DIR``, else ``~/.cache/pgkit/xla``;
+    ``PGKIT_CACHE_DIR=""`` turns the cache off (returns None). JAX keys each entry by the
+    program, the devices and the compiler flags, so a stale entry is never used; programs that
+    compile in under a second are not stored. The ``pgkit`` command calls this.
+    """
+    if directory is None:
+        directory = os.environ.get("PGKIT_CACHE_DIR", str(Path.home() / ".cache" / "pgkit" / "xla"))
+    if not str(directory):
+        return None
+    directory = Path(directory).expanduser()
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return directory
 
 
 def _shard_members(tree, num_members: int):

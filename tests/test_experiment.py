@@ -167,6 +167,23 @@ def test_use_cpu_cores_makes_one_device_per_core_before_jax_starts():
         experiment.use_cpu_cores(0)
 
 
+def test_compilation_cache_stores_programs_in_its_directory(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, jax, jax.numpy as jnp
+        from pgkit import experiment
+        os.environ["PGKIT_CACHE_DIR"] = ""
+        assert experiment.use_compilation_cache() is None  # turned off
+        assert experiment.use_compilation_cache({str(tmp_path)!r}) is not None
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.jit(lambda x: jnp.sin(x) * 3.0)(jnp.ones(7)).block_until_ready()
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                   cwd=Path(__file__).parents[1])
+    assert any(tmp_path.iterdir()), "nothing was written to the cache directory"
+
+
 def test_non_finite_metrics_are_reported():
     with pytest.raises(experiment.NonFiniteError, match="'value_loss'.*update 7"):
         experiment._check_finite({"value_loss": np.array([[1.0, np.nan], [1.0, 2.0]])}, 6)
