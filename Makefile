@@ -18,6 +18,6 @@ test: install
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: install
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/compare.py
 
 .PHONY: install demo test bench

@@ -256,7 +256,7 @@ def main() -> None:
             inst.pop("freeze", None)
     out = Path(args.json) if args.json else ROOT / "bench" / "results" / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = " ".join([Path(sys.executable).name, "bench/compare.py", *sys.argv[1:]])
+    command = " ".join([sys.executable, "bench/compare.py", *sys.argv[1:]])
     out.write_text(json.dumps(dict(machine=info, command=command, installs=installs, results=results), indent=2) + "\n")
     print(f"\n# {info['cores']} cores, {info['cpu']}; load average {info['loadavg'][0]:.1f} -> "
           f"{info['loadavg_end'][0]:.1f}; {info['date']}")

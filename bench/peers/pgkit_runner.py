@@ -1,7 +1,7 @@
 """pgkit side of bench/compare.py: one workload, N seeds as one jit(vmap(scan(update))) program.
 
-Uses the driver's compiled chunk (``pgkit.experiment._compiled``, the pattern of
-bench/ppo_throughput.py) and evaluates the greedy policy (``recipe.act``) between chunks,
+Uses the driver's compiled chunk and member placement (``pgkit.experiment._compiled``,
+``_shard_members``: one JAX CPU device per core, as ``pgkit train``) and evaluates the greedy policy (``recipe.act``) between chunks,
 outside the timed region. Run with pgkit's Python (the project's .venv or /work/venv).
 """
 
@@ -50,6 +50,7 @@ def greedy_evaluation(recipe, episodes: int):
 
 
 def main() -> None:
+    experiment.use_cpu_cores()  # as `pgkit train`: one JAX CPU device per core, seeds split over them
     spec = common.parse_spec()
     module = experiment.load_recipe(spec["algo"])
     n, env_name = spec["seeds"], spec["env"]
@@ -67,7 +68,8 @@ def main() -> None:
     _, init, chunk_fn = experiment._compiled(module, config, env_name, per_chunk)
     keys = jax.random.split(jax.random.PRNGKey(spec["seed"]), n)
     hp = jax.tree.map(lambda x: np.full((n,), x, np.float32), hparams)
-    state = jax.block_until_ready(init(keys, hp))
+    keys, hp = experiment._shard_members((keys, hp), n)
+    state = jax.block_until_ready(experiment._shard_members(init(keys, hp), n))
     compiled = chunk_fn.lower(state, hp).compile()
     rec.compile_seconds = time.perf_counter() - t0
     rec.compile_cpu_seconds = time.process_time() - c0
@@ -88,7 +90,7 @@ def main() -> None:
                   train_returns[:, -1].mean())
 
     versions = {"pgkit": getattr(pgkit, "__version__", "dev"), "jax": jax.__version__,
-                "backend": jax.default_backend()}
+                "backend": jax.default_backend(), "devices": len(jax.devices())}
     notes = []
     common.emit(rec.result("pgkit", spec["algo"].upper(), versions, notes))
 
