@@ -256,7 +256,7 @@ def use_cpu_cores(count: int | None = None) -> bool:
     XLA runs one program on one CPU device mostly on one thread: the small matrices of RL
     networks leave the other cores idle. With one device per core the driver shards the members
     (seeds x settings) over the cores, each running its share in parallel (PPO CartPole-v1 at 32
-    seeds on 2 cores: 1.9x the env-steps/s; see docs/benchmarks.md). The ``pgkit`` command does
+    seeds on 2 cores: 2.2x the env-steps/s; see docs/benchmarks.md). The ``pgkit`` command does
     this by default. Results then differ from a one-device run in float32 rounding only (the
     per-device batches are smaller), and are reproducible for a given device count.
 
