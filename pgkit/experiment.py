@@ -25,6 +25,7 @@ import os
 import time
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -257,8 +258,11 @@ def use_cpu_cores(count: int | None = None) -> bool:
     networks leave the other cores idle. With one device per core the driver shards the members
     (seeds x settings) over the cores, each running its share in parallel (PPO CartPole-v1 at 32
     seeds on 2 cores: 2.2x the env-steps/s; see docs/benchmarks.md). The ``pgkit`` command does
-    this by default. Results then differ from a one-device run in float32 rounding only (the
-    per-device batches are smaller), and are reproducible for a given device count.
+    this by default. Each device runs a smaller batch, so float32 rounding differs from a
+    one-device run, and over a run the difference compounds into different (equally valid)
+    learning curves: results are reproducible for a given device count, and ``config.json``
+    records it (``resume`` warns when it differs). Members are split over the largest number
+    of devices that divides them (17 members on 16 devices run on one).
 
     It sets ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, which JAX reads once, when
     it first creates an array (importing gymnax does): call it first thing. It does nothing, and
@@ -266,17 +270,37 @@ def use_cpu_cores(count: int | None = None) -> bool:
     ``XLA_FLAGS=--xla_force_host_platform_device_count=1`` turns it off). GPU devices are not
     affected.
     """
-    from jax._src import xla_bridge
-
     if count is None:
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        count = _usable_cores()
     if count < 1:
         raise ValueError(f"count must be a positive number of cores, got {count}")
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or xla_bridge.backends_are_initialized():
+    if "xla_force_host_platform_device_count" in flags or _jax_started():
         return False
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
     return True
+
+
+def _jax_started() -> bool:
+    """Whether JAX has created its backends (after which XLA_FLAGS is no longer read)."""
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # private API gone: assume started, change nothing
+        return True
+
+
+def _usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def use_compilation_cache(directory: str | os.PathLike | None = None) -> Path | None:
@@ -305,6 +329,11 @@ def _shard_members(tree, num_members: int):
     """
     sharding = _member_sharding(num_members)
     return tree if sharding is None else jax.device_put(tree, sharding)
+
+
+def _devices_used(num_members: int) -> int:
+    sharding = _member_sharding(num_members)
+    return 1 if sharding is None else len(sharding.device_set)
 
 
 def _member_sharding(num_members: int):
@@ -434,6 +463,7 @@ def train(
         if (run_dir / "progress.json").exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; use 'pgkit resume {run_dir}' or another --out")
     run = _Run(spec, run_dir, log or (lambda _: None))
+    spec["devices"] = _devices_used(run.num_members)  # results are reproducible per device count
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(spec, indent=2) + "\n")
@@ -450,6 +480,14 @@ def resume(run_dir, *, stop_after_chunks: int | None = None, log: Callable[[str]
         raise ConfigError(f"run directory {str(run_dir)!r} not found or holds no config.json")
     spec = json.loads((run_dir / "config.json").read_text())
     run = _Run(spec, run_dir, log or (lambda _: None))
+    used = _devices_used(run.num_members)
+    if spec.get("devices", used) != used:
+        warnings.warn(
+            f"run {str(run_dir)!r} was started with its members on {spec['devices']} device(s) and resumes on "
+            f"{used}: the continuation is not bit-identical to an uninterrupted run (set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={spec['devices']} before JAX starts to match)",
+            stacklevel=2,
+        )
     keys, member_hparams = run.member_inputs()
     _, init, _ = run.functions(run.chunk)
     progress_path = run_dir / "progress.json"
@@ -553,7 +591,7 @@ def _loop(run: _Run, state, member_hparams, *, start: int, metrics, stop_after_c
     run.log(
         f"pgkit: {run.spec['recipe']} on {run.spec['env']}: {len(run.settings)} setting(s) x {run.seeds} seed(s), "
         f"{total_steps:,} env steps each, {run.num_updates} updates in chunks of {run.chunk}, "
-        f"{len(jax.devices())} {jax.default_backend()} device(s)"
+        f"members on {_devices_used(run.num_members)} of {len(jax.devices())} {jax.default_backend()} device(s)"
     )
     t_compile = time.perf_counter()
     compiled = {}

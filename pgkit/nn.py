@@ -82,6 +82,8 @@ def _householder_q(a: Array) -> Array:
     members on 2 cores).
     """
     n, m = a.shape
+    if n < m:
+        raise ValueError(f"a must be tall ([n, m] with n >= m), got shape {a.shape}")
     rows = jnp.arange(n)
 
     def reflect(k, carry):  # zero column k below the diagonal: r ← (I − 2vvᵀ) r
@@ -101,7 +103,7 @@ def _householder_q(a: Array) -> Array:
         return q - 2.0 * jnp.outer(v, v @ q)
 
     q = jax.lax.fori_loop(0, m, apply, jnp.eye(n, m, dtype=a.dtype))
-    return q * signs  # sign fix: diag(R) > 0 makes Q unique, and Haar-distributed for Gaussian a
+    return q * signs  # sign fix: diag(R) >= 0 makes Q unique (full rank), Haar-distributed for Gaussian a
 
 
 @functools.partial(jax.jit, static_argnums=(1,))

@@ -214,7 +214,8 @@ def adaptive_kl_coefficient(beta, kl, *, target_kl, min_beta=1e-6, max_beta=1e6)
       kl: the measured mean KL(π_old || π_new) after the policy update, broadcastable with
         ``beta`` (a scalar, or one value per seed under vmap).
       target_kl: scalar target d_targ > 0 (traced float).
-      min_beta, max_beta: bounds on the new coefficient (defaults 1e-6 and 1e6).
+      min_beta, max_beta: bounds on the new coefficient (defaults 1e-6 and 1e6; a β of 0
+        becomes ``min_beta``, so the penalty can switch itself back on).
 
     Returns:
       The new coefficient, shape ``broadcast(beta, kl)``.

@@ -72,7 +72,7 @@ class Config:
         "fisher", "natural-gradient direction: CG on Fisher-vector products, or compatible features (NAC)",
         choices=("fisher", "compatible"),
     )
-    cg_iterations: int = option(10, "conjugate-gradient iterations (direction 'fisher')", positive=True)
+    cg_iterations: int = option(10, "conjugate-gradient iterations (either direction)", positive=True)
     critic_epochs: int = option(20, "Adam epochs of critic regression per update", positive=True)
     critic_minibatches: int = option(2, "minibatches per critic epoch (must divide num_envs*num_steps)", positive=True)
     normalize_advantages: bool = option(True, "normalise the advantages over each batch")
@@ -112,6 +112,8 @@ def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
     (``recipes/trpo.py``; its config and hyperparameters carry ``max_backtracks`` and
     ``backtrack_ratio``).
     """
+    if line_search and not hasattr(config, "max_backtracks"):
+        raise ConfigError("line_search=True needs a config with 'max_backtracks' (recipes.trpo.Config)")
     batch_size = config.num_envs * config.num_steps
     if batch_size % config.critic_minibatches:
         raise ConfigError(
@@ -293,7 +295,7 @@ def natural_update(actor, batch: Batch, hp, config, discrete: bool, *, line_sear
         # w = argmin ‖Ψw − A‖² + N·ridge‖w‖²: the normal equations (F̂ + ridge) w = ΨᵀA / N solved
         # matrix-free by CG, O(N P) per iteration (pgkit.compatible_features_weights is the exact
         # O(N P²) solve of the same problem, for small policies)
-        flat_params, unravel = ravel_pytree(params)
+        _, unravel = ravel_pytree(params)
         scores = _score_vectors(params, rebuild, batch)
         cg = pgkit.conjugate_gradient(
             lambda v: pgkit.empirical_fisher_vector_product(scores, v, damping=hp.ridge),

@@ -72,7 +72,7 @@ class HParams:
     vf_coef: float = option(0.5, "value loss coefficient", low=0.0)
     max_grad_norm: float = option(0.5, "global gradient-norm clip", positive=True)
     target_kl: float = option(0.01, "target KL per update (adaptive_kl objective)", positive=True)
-    kl_beta: float = option(1.0, "initial KL penalty coefficient (adaptive_kl objective)", low=0.0)
+    kl_beta: float = option(1.0, "initial KL penalty coefficient (adaptive_kl; kept in [1e-6, 1e6] after each update)", low=0.0)
 
 
 PENDULUM_CONFIG = dict(

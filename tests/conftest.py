@@ -4,10 +4,10 @@ import os
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The pgkit command keeps compiled programs in ~/.cache/pgkit/xla; the in-process CLI tests must
 # not (tests/test_experiment.py covers the cache in a subprocess with its own directory).
-os.environ.setdefault("PGKIT_CACHE_DIR", "")
+os.environ["PGKIT_CACHE_DIR"] = ""
 
 # One JAX CPU device per test process, whatever runs first: the pgkit command (tests call
 # cli.main in-process) would otherwise split a fresh process into one device per core, and the
 # measured numbers in the learning tests are single-device runs. Tests of sharding set their own.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip()
+_flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+os.environ["XLA_FLAGS"] = " ".join([*_flags, "--xla_force_host_platform_device_count=1"])

@@ -96,6 +96,16 @@ def test_resume_drops_a_half_written_chunk(tmp_path):
     assert len(csv_path.read_text().strip().splitlines()) == 1 + 2 * 6
 
 
+def test_resume_on_another_device_count_warns(tmp_path):
+    small_run(out=tmp_path / "run", stop_after_chunks=1)
+    config_path = tmp_path / "run" / "config.json"
+    spec = json.loads(config_path.read_text())
+    assert spec["devices"] == 1
+    config_path.write_text(json.dumps({**spec, "devices": 2}))
+    with pytest.warns(UserWarning, match="started with its members on 2 device"):
+        experiment.resume(tmp_path / "run", log=None, stop_after_chunks=1)
+
+
 def test_sweep_is_one_program_and_new_values_do_not_recompile():
     compiles = []
 
@@ -175,6 +185,7 @@ def test_compilation_cache_stores_programs_in_its_directory(tmp_path):
         os.environ["PGKIT_CACHE_DIR"] = ""
         assert experiment.use_compilation_cache() is None  # turned off
         assert experiment.use_compilation_cache({str(tmp_path)!r}) is not None
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0  # quick programs stay out
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.jit(lambda x: jnp.sin(x) * 3.0)(jnp.ones(7)).block_until_ready()
         """
