@@ -379,6 +379,7 @@ class VecEnv:
         actions: Array,
         *,
         training: bool = True,
+        gamma=None,
     ) -> tuple[VecEnvState, EnvStep]:
         """Step all E environments once, auto-resetting those that finish.
 
@@ -388,6 +389,9 @@ class VecEnv:
             actions: ``[E]`` int (discrete) or ``[E, action_size]`` float in [−1, 1]
                 (continuous: clipped to [−1, 1], then rescaled to ``[action_low, action_high]``).
             training: static bool; when False the normalisation statistics are frozen.
+            gamma: discount of the return whose running std scales rewards (a traced float,
+                e.g. the agent's γ, so that each member of a γ sweep is scaled by its own);
+                the static ``gamma`` given to :func:`make` when None.
 
         Returns:
             ``(state, step)``: the next :class:`VecEnvState` and an :class:`EnvStep`.
@@ -420,7 +424,8 @@ class VecEnv:
         discounted_return = state.discounted_return
         scaled_reward = reward
         if self.scale_rewards:
-            discounted_return = discounted_return * self.gamma + reward
+            discount = self.gamma if gamma is None else gamma
+            discounted_return = discounted_return * discount + reward
             return_stats = normalization.returns
             if training:
                 return_stats = running_mean_std_update(return_stats, discounted_return)
@@ -481,8 +486,9 @@ def make(
             ±``clip_observations``).
         scale_rewards: divide rewards by the running std of the discounted return
             (γ = ``gamma``), clipped to ±``clip_rewards``.
-        gamma: discount of the return whose std scales rewards (static float; only used with
-            ``scale_rewards``).
+        gamma: discount of the return whose std scales rewards when ``step`` is given none
+            (static float; only used with ``scale_rewards``; ``pgkit.rollout.rollout`` passes
+            the agent's γ).
         clip_observations: clip bound of normalised observations.
         clip_rewards: clip bound of scaled rewards.
         epsilon: added to variances before the square root.

@@ -90,7 +90,8 @@ def rollout(
             actions ``[E]`` int or ``[E, action_size]`` in [−1, 1]. Return zeros for values
             (or log-probs) that an algorithm does not need.
         num_steps: T, the rollout length (static int).
-        gamma: discount factor γ (traced float or array).
+        gamma: discount factor γ (traced float or array); also the discount of the return
+            whose running std scales rewards when the env has ``scale_rewards``.
         value_fn: ``value_fn(obs [N, obs_size]) -> [N]``; ``None`` gives zero next_values.
         training: static bool forwarded to ``env.step`` (False freezes normalisation stats).
 
@@ -129,7 +130,7 @@ def rollout(
     def body(carry, step_keys):
         state, current_obs = carry
         actions, log_probs, values = act_fn(step_keys[0], current_obs)
-        state, step = env.step(step_keys[1], state, actions, training=training)
+        state, step = env.step(step_keys[1], state, actions, training=training, gamma=gamma)
         out = (current_obs, actions, log_probs, values, step)
         return (state, step.obs), out
 
