@@ -216,6 +216,27 @@ def test_reward_scaling_matches_numpy_reference(pendulum):
     assert np.abs(scaled.reward).max() < np.abs(raw.reward).max()  # it actually rescales
 
 
+def test_reward_scaling_uses_the_gamma_given_to_step(pendulum):
+    # An env made with gamma 0.99, stepped with a traced gamma of 0.9 (as rollout passes the
+    # agent's), scales exactly as an env made with 0.9.
+    actions, _, (_, _, scaled_09, _) = pendulum
+    env = envs.make("Pendulum-v1", num_envs=E, scale_rewards=True, gamma=0.99)
+    reset_key, key = jax.random.split(jax.random.key(2))
+
+    @jax.jit
+    def run(gamma):
+        state, _ = env.reset(reset_key)
+
+        def body(state, xs):
+            state, step = env.step(xs[0], state, xs[1], gamma=gamma)
+            return state, step.reward
+
+        return jax.lax.scan(body, state, (jax.random.split(key, actions.shape[0]), jnp.asarray(actions)))[1]
+
+    np.testing.assert_allclose(run(jnp.float32(0.9)), scaled_09.reward, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(run(jnp.float32(0.99)), scaled_09.reward)
+
+
 def test_docstring_examples_run():
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
