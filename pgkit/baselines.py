@@ -55,7 +55,7 @@ def _normalise_axes(name, axis, ndim):
     return tuple(sorted(out))
 
 
-def mean_baseline(returns, *, axis=None):
+def mean_baseline(returns, *, axis=None, where=None):
     """Batch-mean baseline: the average return, broadcast back to every sample.
 
     Equation:
@@ -70,6 +70,9 @@ def mean_baseline(returns, *, axis=None):
         axis: static int, tuple of ints or None (default: all axes, a single constant). For
             time-major [T, E] returns ``axis=1`` gives a time-dependent baseline b_t (mean over
             episodes at each step).
+        where: optional boolean mask broadcastable to ``returns`` (as in ``jnp.mean``): only
+            the samples where it is True enter the mean, e.g. the steps of episodes that have
+            not ended in a padded [T, E] batch. A group with no valid sample gets 0.
 
     Returns:
         The shape of ``returns``: the mean over ``axis``, repeated along it (unreduced, ready
@@ -94,7 +97,17 @@ def mean_baseline(returns, *, axis=None):
         raise ValueError(
             f"returns must have at least one sample along axis {axis}, got shape {returns.shape}"
         )
-    return jnp.broadcast_to(jnp.mean(returns, axis=axes, keepdims=True), returns.shape)
+    if where is None:
+        return jnp.broadcast_to(jnp.mean(returns, axis=axes, keepdims=True), returns.shape)
+    try:
+        where = jnp.broadcast_to(jnp.asarray(where, bool), returns.shape)
+    except ValueError:
+        raise ValueError(
+            f"where must be broadcastable to returns {returns.shape}, got shape {jnp.shape(where)}"
+        ) from None
+    total = jnp.sum(jnp.where(where, returns, 0.0), axis=axes, keepdims=True)
+    count = jnp.sum(where, axis=axes, keepdims=True)
+    return jnp.broadcast_to(total / jnp.maximum(count, 1), returns.shape)
 
 
 def leave_one_out_baseline(returns, *, axis=0):

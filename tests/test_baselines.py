@@ -65,6 +65,26 @@ def test_mean_baseline_matches_numpy():
     assert float(mean_baseline(jnp.array([1, 2, 6]))[0]) == 3.0  # integer returns become floats
 
 
+def test_masked_mean_baseline_matches_a_loop():
+    kr, km = jax.random.split(jax.random.key(11))
+    returns = jax.random.normal(kr, (6, 4))
+    mask = jax.random.bernoulli(km, 0.6, (6, 4)).at[:, 2].set(False)  # column 2: no valid sample
+    got = jax.jit(lambda r, m: pgkit.mean_baseline(r, axis=0, where=m))(returns, mask)
+    r, m = np.asarray(returns, np.float64), np.asarray(mask)
+    for e in range(4):
+        valid = [r[t, e] for t in range(6) if m[t, e]]
+        expected = sum(valid) / len(valid) if valid else 0.0
+        np.testing.assert_allclose(got[:, e], expected, rtol=1e-5, atol=1e-6)
+    # an all-True mask is the plain mean; a [T, 1] mask broadcasts
+    np.testing.assert_allclose(pgkit.mean_baseline(returns, where=True), pgkit.mean_baseline(returns), rtol=1e-6)
+    np.testing.assert_allclose(
+        pgkit.mean_baseline(returns, axis=1, where=mask[:, :1]), np.broadcast_to(r.mean(1, keepdims=True) * m[:, :1], r.shape),
+        rtol=1e-5, atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="where"):
+        pgkit.mean_baseline(returns, where=jnp.ones((3,), bool))
+
+
 def test_leave_one_out_matches_a_loop():
     returns = np.asarray(jax.random.normal(jax.random.key(1), (4, 3)))
     for axis in (0, 1, -1):
