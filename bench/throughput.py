@@ -35,7 +35,6 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
     _, init, chunk_fn = experiment._compiled(module, config, env, chunk)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     hp = jax.tree.map(lambda x: np.full((num_seeds,), x, np.float32), module.HParams())
-    sharding = experiment._member_sharding(num_seeds)
     keys, hp = experiment._shard_members((keys, hp), num_seeds)  # as the driver places them
     state = experiment._shard_members(init(keys, hp), num_seeds)
     compiled = chunk_fn.lower(state, hp).compile()
@@ -51,7 +50,7 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
         "recipe": recipe,
         "env": env,
         "seeds": num_seeds,
-        "devices": 1 if sharding is None else len(sharding.device_set),
+        "devices": experiment._devices_used(num_seeds),
         "env_steps_per_second": float(np.median(rates)),
         "compile_seconds": compile_seconds,
         "wall_seconds_with_compile": time.perf_counter() - t0,
