@@ -1,8 +1,8 @@
 """pgkit side of bench/compare.py: one workload, N seeds as one jit(vmap(scan(update))) program.
 
 Uses the driver's compiled chunk and member placement (``pgkit.experiment._compiled``,
-``_shard_members``: one JAX CPU device per core, as ``pgkit train``) and evaluates the greedy policy (``recipe.act``) between chunks,
-outside the timed region. Run with pgkit's Python (the project's .venv or /work/venv).
+``_shard_members``: one JAX CPU device per core, as ``pgkit train``) and evaluates the greedy
+policy (``recipe.act``) between chunks, outside the timed region. Run with pgkit's Python (the project's .venv or /work/venv).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
                   train_returns[:, -1].mean())
 
     versions = {"pgkit": getattr(pgkit, "__version__", "dev"), "jax": jax.__version__,
-                "backend": jax.default_backend(), "devices": len(jax.devices())}
+                "backend": jax.default_backend(), "devices": experiment._devices_used(n)}
     notes = []
     common.emit(rec.result("pgkit", spec["algo"].upper(), versions, notes))
 
