@@ -76,6 +76,41 @@ def episode_returns(rewards, discounts, dones):
     return out.reshape(shape)
 
 
+def reinforce_loss(log_probs, rewards, discounts, dones, baselines=None, causal=True):
+    """loss_t = −log π_t (w_t − b_t): w_t = Σ_{k=t}^{e} (Π_{j=t}^{k-1} d_j) r_k (causal) or the
+    whole episode's return Σ_{k=s}^{e} (Π_{j=s}^{k-1} d_j) r_k; no bootstrap at e."""
+    shape = np.shape(log_probs)
+    b = np.zeros(shape) if baselines is None else np.broadcast_to(np.asarray(baselines, np.float64), shape)
+    (lp, r, d, dn, b), _ = _streams(log_probs, rewards, discounts, dones, b)
+    T, N = r.shape
+    out = np.zeros((T, N))
+    for i in range(N):
+        for t in range(T):
+            first = t if causal else _episode_start(dn, t, i)
+            weight, scale = 0.0, 1.0
+            for k in range(first, _episode_end(dn, t, i) + 1):
+                weight += scale * r[k, i]
+                scale *= d[k, i]
+            out[t, i] = -lp[t, i] * (weight - b[t, i])
+    return out.reshape(shape)
+
+
+def reinforce_tabular_gradient(table, states, actions, rewards, discounts, dones, baselines=None,
+                               causal=True):
+    """∂/∂table of Σ_t reinforce_loss_t for π(a|s) = softmax(table[s]), ``states``/``actions``
+    integer [T, *B]: −Σ_t (w_t − b_t)(onehot(a_t) − π(·|s_t)) added to row s_t."""
+    table = np.asarray(table, np.float64)
+    probs = np.exp(table) / np.exp(table).sum(-1, keepdims=True)
+    num_actions = table.shape[-1]
+    # The weights: the loss oracle at log π = −1 is exactly w_t − b_t.
+    weights = reinforce_loss(-np.ones(np.shape(rewards)), rewards, discounts, dones, baselines, causal)
+    grad = np.zeros_like(table)
+    for idx in np.ndindex(*np.shape(rewards)):
+        s, a = states[idx], actions[idx]
+        grad[s] -= weights[idx] * (np.eye(num_actions)[a] - probs[s])
+    return grad
+
+
 def td_errors(rewards, discounts, values, next_values):
     """δ_t = r_t + d_t nv_t − v_t."""
     (r, d, v, nv), shape = _streams(rewards, discounts, values, next_values)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pgkit
+import reference as ref
 from pgkit import estimators
 
 
@@ -77,26 +78,88 @@ def test_categorical_score_function_gradient_matches_analytic_and_baseline_keeps
 
 
 def test_gaussian_score_function_gradient_matches_analytic():
-    """a ~ N(θ, σ²), f(a) = −(a − c)²: ∇_θ E f = −2 (θ − c), also with a constant baseline."""
-    theta, sigma, c = jnp.array(0.7), 0.8, 2.0
+    """a ~ N(μ, diag σ²) in 2-D, σ = exp(s), f(a) = −‖a − c‖², so E f = −Σ_i ((μ_i − c_i)² + σ_i²):
+    ∇_μ E f = −2 (μ − c) and ∇_s E f = −2 σ², both estimated from the score of the log-density
+    (also with a constant baseline)."""
+    mean, log_std = jnp.array([0.7, -0.4]), jnp.log(jnp.array([0.8, 1.3]))
+    c = jnp.array([2.0, -1.0])
 
     @jax.jit
     def estimates(key, baseline):
-        actions = jax.lax.stop_gradient(distrax.Normal(theta, sigma).sample(seed=key, sample_shape=N))
+        dist = distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
+        actions = jax.lax.stop_gradient(dist.sample(seed=key, sample_shape=N))  # [N, 2]
 
-        def surrogate(th, a):
-            return -pgkit.score_function_loss(distrax.Normal(th, sigma).log_prob(a), -((a - c) ** 2) - baseline)
+        def surrogate(params, a):
+            m, s = params
+            log_prob = distrax.MultivariateNormalDiag(m, jnp.exp(s)).log_prob(a)
+            return -pgkit.score_function_loss(log_prob, -jnp.sum((a - c) ** 2) - baseline)
 
-        return jax.vmap(jax.grad(surrogate), in_axes=(None, 0))(theta, actions)
+        grad_mean, grad_log_std = jax.vmap(jax.grad(surrogate), in_axes=(None, 0))((mean, log_std), actions)
+        return jnp.concatenate([grad_mean, grad_log_std], axis=-1)  # [N, 4]: (∂μ₁, ∂μ₂, ∂s₁, ∂s₂)
 
-    analytic = -2.0 * (theta - c)
-    assert_within_4_se(estimates(jax.random.key(2), 0.0), analytic)
+    analytic = np.concatenate([-2.0 * (mean - c), -2.0 * jnp.exp(2.0 * log_std)])
+    _, se = assert_within_4_se(estimates(jax.random.key(2), 0.0), analytic)
     assert_within_4_se(estimates(jax.random.key(2), -3.0), analytic)
+    # Power: every component, the log-std ones included, is many standard errors from zero, and
+    # a gradient that ignored the log-std (the 1-D fixed-σ test's blind spot) would fail.
+    assert np.min(np.abs(analytic) / se) > 8, (analytic, se)
 
 
 # ----------------------------------------------------------------------------------------------
-# reinforce_loss against a NumPy loop on a tiny tabular policy.
+# reinforce_loss against the NumPy loop oracles (tests/reference.py): loss values on random
+# rollouts, gradients on a tiny tabular policy.
 # ----------------------------------------------------------------------------------------------
+
+ROLLOUTS = {
+    "T16_B3": dict(seed=40, T=16, batch_shape=(3,)),
+    "T12_B2x2": dict(seed=41, T=12, batch_shape=(2, 2)),
+}
+
+# Compiled once per shape and baseline kind (an eager call re-traces the scan every time).
+reinforce_jit = jax.jit(pgkit.reinforce_loss, static_argnames=("causal", "stop_target_gradients"))
+
+
+def _baseline_kinds(shape, seed):
+    rng = np.random.default_rng(seed)
+    return {
+        "none": None,
+        "scalar": np.float32(0.7),
+        "per_step": rng.normal(size=shape).astype(np.float32),  # [T, *B], e.g. V(s_t)
+        "per_stream": rng.normal(size=shape[1:]).astype(np.float32),  # [*B]
+    }
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "whole"])
+@pytest.mark.parametrize("name", list(ROLLOUTS))
+def test_reinforce_loss_matches_oracle(name, causal):
+    data = ref.random_rollout(**ROLLOUTS[name])
+    # Both kinds of boundary, several per rollout (random_rollout puts ≥ 1 of each per stream).
+    assert data["terminated"].sum() >= 2 and data["truncated"].sum() >= 2
+    shape = data["rewards"].shape
+    log_probs = -np.abs(np.random.default_rng(42).normal(size=shape)).astype(np.float32)
+    r, d, dn = data["rewards"], data["discounts"], data["dones"]
+    for kind, baselines in _baseline_kinds(shape, 43).items():
+        expected = ref.reinforce_loss(log_probs, r, d, dn, baselines, causal)
+        for stop in (True, False):  # the keyword changes gradients, never values
+            got = reinforce_jit(log_probs, r, d, dn, baselines=baselines, causal=causal,
+                                stop_target_gradients=stop)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=kind)
+    # The rollout is not degenerate: cutting at dones matters (summing across them would not match).
+    no_cut = ref.reinforce_loss(log_probs, r, d, np.zeros_like(dn), None, causal)
+    assert not np.allclose(reinforce_jit(log_probs, r, d, dn, causal=causal), no_cut, atol=1e-3)
+
+
+def test_reinforce_oracle_hand_made_boundaries():
+    """The oracle itself on a stream worked by hand: γ = 0.5, r = 1, step 1 terminates, step 3 is
+    truncated (no bootstrap either way), step 4 runs off the rollout's end; log π = −1."""
+    r, lp = np.ones(5), -np.ones(5)
+    d = np.array([0.5, 0.0, 0.5, 0.5, 0.5])
+    dn = np.array([0, 1, 0, 1, 0])
+    np.testing.assert_allclose(ref.reinforce_loss(lp, r, d, dn), [1.5, 1.0, 1.5, 1.0, 1.0])
+    np.testing.assert_allclose(ref.reinforce_loss(lp, r, d, dn, causal=False), [1.5, 1.5, 1.5, 1.5, 1.0])
+    np.testing.assert_allclose(ref.reinforce_loss(lp, r, d, dn, 1.0), [0.5, 0.0, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(pgkit.reinforce_loss(lp, r, d, dn), [1.5, 1.0, 1.5, 1.0, 1.0])
+
 
 S, A, T, B, GAMMA = 3, 2, 9, 2, 0.9
 STATES = np.array([[0, 1], [1, 2], [2, 0], [0, 0], [1, 1], [2, 2], [0, 1], [1, 0], [2, 1]])
@@ -109,34 +172,6 @@ DISCOUNTS = GAMMA * (1.0 - TERMINATED)
 DONES = TERMINATED | TRUNCATED
 REWARDS = np.asarray(jax.random.normal(jax.random.key(3), (T, B)))
 TABLE = np.asarray(jax.random.normal(jax.random.key(4), (S, A)))
-
-
-def np_reinforce_gradient(table, rewards, discounts, dones, baselines, causal):
-    """Gradient of Σ_t loss_t = −Σ_t w_t ∇ log π(a_t|s_t), with w_t from explicit loops."""
-    table = np.asarray(table, np.float64)
-    probs = np.exp(table) / np.exp(table).sum(-1, keepdims=True)
-    baselines = np.broadcast_to(np.asarray(baselines, np.float64), rewards.shape)
-
-    def return_from(start, b):
-        total, scale = 0.0, 1.0
-        for k in range(start, T):
-            total += scale * rewards[k, b]
-            if dones[k, b]:
-                break
-            scale *= discounts[k, b]
-        return total
-
-    grad = np.zeros_like(table)
-    for b in range(B):
-        for t in range(T):
-            start = t
-            if not causal:  # walk back to the episode's first step in the rollout
-                while start > 0 and not dones[start - 1, b]:
-                    start -= 1
-            weight = return_from(start, b) - baselines[t, b]
-            s, a = STATES[t, b], ACTIONS[t, b]
-            grad[s] += weight * (np.eye(A)[a] - probs[s])
-    return -grad
 
 
 def reinforce_total(table, rewards, baselines, causal, stop_target_gradients=True):
@@ -160,8 +195,7 @@ def test_reinforce_gradient_matches_numpy_loop(causal):
     baseline_arrays = (None, 0.7, np.asarray(jax.random.normal(jax.random.key(5), (T, B))), np.array([0.3, -0.4]))
     for baselines in baseline_arrays:
         got, _, _ = reinforce_grad(jnp.asarray(TABLE), jnp.asarray(REWARDS), baselines, causal, True)
-        b = 0.0 if baselines is None else baselines
-        expected = np_reinforce_gradient(TABLE, REWARDS, DISCOUNTS, DONES, b, causal)
+        expected = ref.reinforce_tabular_gradient(TABLE, STATES, ACTIONS, REWARDS, DISCOUNTS, DONES, baselines, causal)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -195,19 +229,23 @@ def test_reinforce_stop_gradients():
     np.testing.assert_allclose(np.asarray(fd).reshape(T, B), grad_r, atol=5e-3)
 
 
-def test_reinforce_jit_vmap_and_batch_invariance():
-    log_probs = jnp.asarray(jax.nn.log_softmax(TABLE)[STATES, ACTIONS])
-    args = (log_probs, jnp.asarray(REWARDS), jnp.asarray(DISCOUNTS), jnp.asarray(DONES))
-    baselines = jnp.asarray(jax.random.normal(jax.random.key(6), (T, B)))
-    for causal in (True, False):
-        fn = functools.partial(pgkit.reinforce_loss, causal=causal)
-        direct = fn(*args, baselines=baselines)
-        np.testing.assert_allclose(jax.jit(fn)(*args, baselines=baselines), direct, rtol=1e-6, atol=1e-6)
-        per_column = lambda lp, r, d, e, b: fn(lp, r, d, e, baselines=b)  # noqa: E731
-        vmapped = jax.vmap(per_column, in_axes=1, out_axes=1)(*args, baselines)
-        np.testing.assert_allclose(vmapped, direct, rtol=1e-6, atol=1e-6)
-    column = pgkit.reinforce_loss(*(a[:, 1] for a in args), baselines=baselines[:, 1])
-    np.testing.assert_allclose(column, pgkit.reinforce_loss(*args, baselines=baselines)[:, 1], rtol=1e-6)
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "whole"])
+def test_reinforce_jit_vmap_and_batch_invariance(causal):
+    """Identical numbers (bit for bit) eager and under jit, for a direct [T, E] call, for vmap over
+    a leading axis of E independent streams [E, T], and for one stream [T] on its own."""
+    data = ref.random_rollout(44, T=12, batch_shape=(4,))
+    log_probs = -jnp.abs(jnp.asarray(np.random.default_rng(45).normal(size=(12, 4)), jnp.float32))
+    args = (log_probs, *(jnp.asarray(data[k]) for k in ("rewards", "discounts", "dones", "values")))
+
+    def fn(lp, r, d, dn, b):
+        return pgkit.reinforce_loss(lp, r, d, dn, baselines=b, causal=causal)
+
+    direct = fn(*args)  # [T, E]
+    per_stream = tuple(a.T for a in args)  # [E, T]: a leading batch axis of single streams
+    np.testing.assert_array_equal(jax.jit(fn)(*args), direct)
+    np.testing.assert_array_equal(jax.vmap(fn)(*per_stream).T, direct)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(fn))(*per_stream).T, direct)
+    np.testing.assert_array_equal(fn(*(a[:, 1] for a in args)), direct[:, 1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,8 +317,9 @@ def test_score_function_multiplier_mixes_score_function_and_pathwise_gradients()
 
 
 def test_simple_functions_are_jit_and_vmap_invariant():
+    """Bit-identical eager, under jit, and under vmap over a leading axis of independent streams."""
     key_a, key_b = jax.random.split(jax.random.key(10))
-    log_probs = -jnp.abs(jax.random.normal(key_a, (4, 3)))
+    log_probs = -jnp.abs(jax.random.normal(key_a, (4, 3)))  # [T, E]
     weights = jax.random.normal(key_b, (4, 3))
     for fn, args in (
         (pgkit.score_function_loss, (log_probs, weights)),
@@ -289,8 +328,11 @@ def test_simple_functions_are_jit_and_vmap_invariant():
     ):
         direct = fn(*args)
         assert direct.shape == (4, 3)
-        np.testing.assert_allclose(jax.jit(fn)(*args), direct, rtol=1e-6)
-        np.testing.assert_allclose(jax.vmap(fn, in_axes=1, out_axes=1)(*args), direct, rtol=1e-6)
+        np.testing.assert_array_equal(jax.jit(fn)(*args), direct)
+        per_stream = tuple(a.T for a in args)  # [E, T]
+        np.testing.assert_array_equal(jax.vmap(fn)(*per_stream).T, direct)
+        np.testing.assert_array_equal(jax.jit(jax.vmap(fn))(*per_stream).T, direct)
+        np.testing.assert_array_equal(fn(*(a[:, 1] for a in args)), direct[:, 1])
 
 
 def test_every_public_name_is_covered():
