@@ -94,6 +94,30 @@ def test_sampling_too_early_raises_under_jit_and_eagerly():
     assert ReplayBuffer.sample(partial, jax.random.key(0), 2, min_size=3)["id"].shape == (2,)
 
 
+def test_sampling_too_early_raises_under_jit_of_vmap():
+    # one buffer per seed, stacked; only the middle one holds fewer than min_size items
+    empty = ReplayBuffer.init(_example(), CAPACITY)
+    sizes = (4, 2, 5)
+    stacked = jax.tree.map(
+        lambda *xs: jnp.stack(xs), *[add(empty, _batch(10 * s, n)) for s, n in enumerate(sizes)]
+    )
+    keys = jax.random.split(jax.random.key(0), len(sizes))
+
+    def draw(min_size):
+        return jax.jit(jax.vmap(lambda state, key: ReplayBuffer.sample(state, key, 6, min_size=min_size)))
+
+    with pytest.raises(Exception, match=r"replay buffer: it holds 2 item\(s\), fewer than min_size=3"):
+        jax.block_until_ready(draw(3)(stacked, keys))
+    # every buffer large enough: no error, and each seed draws from its own items only
+    drawn = jax.block_until_ready(draw(2)(stacked, keys))
+    for s, n in enumerate(sizes):
+        assert set(np.asarray(drawn["id"][s]).tolist()) <= set(range(10 * s, 10 * s + n))
+    # the default min_size=1 forbids an empty buffer among the seeds
+    with_empty = jax.tree.map(lambda x, e: x.at[1].set(e), stacked, empty)
+    with pytest.raises(Exception, match=r"replay buffer: it holds 0 item\(s\), fewer than min_size=1"):
+        jax.block_until_ready(jax.jit(jax.vmap(lambda s, k: ReplayBuffer.sample(s, k, 6)))(with_empty, keys))
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer.init(_example(), 0)
