@@ -67,7 +67,10 @@ class Config:
     updates_per_step: float = option(
         1.0, "gradient steps per environment step (num_envs*num_steps*updates_per_step per update)", positive=True
     )
-    learning_starts: int = option(1_000, "uniformly random steps per seed before learning starts", low=0)
+    learning_starts: int = option(
+        1_000, "uniformly random steps per seed (all environments) before learning starts; >= batch_size "
+        "unless num_envs*num_steps >= batch_size", low=0
+    )
     batch_size: int = option(256, "replay minibatch size", positive=True)
     buffer_size: int = option(1_000_000, "replay buffer capacity (transitions per seed)", positive=True)
     hidden_sizes: tuple[int, ...] = option((256, 256), "hidden layer widths of actor and critic")
@@ -119,10 +122,29 @@ def check_common_config(config) -> None:
     """ConfigErrors for the options every off-policy recipe shares."""
     if not config.hidden_sizes or any(h < 1 for h in config.hidden_sizes):
         raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
-    if config.buffer_size < config.num_envs * config.num_steps:
+    steps = config.num_envs * config.num_steps
+    if config.buffer_size < steps:
         raise ConfigError(
-            f"option 'buffer_size' must hold one update's num_envs*num_steps="
-            f"{config.num_envs * config.num_steps} transitions, got {config.buffer_size}"
+            f"option 'buffer_size' must hold one update's num_envs*num_steps={steps} transitions, "
+            f"got {config.buffer_size}"
+        )
+    # A minibatch is drawn with replacement from the stored transitions: from fewer than
+    # batch_size of them it repeats items. The first gradient step comes after the update in
+    # which this seed's env_steps (all environments together) reach learning_starts, when at
+    # least min(max(learning_starts, num_envs*num_steps), buffer_size) transitions are stored.
+    # (Passing min_size=batch_size to ReplayBuffer.sample cannot enforce this: under vmap over
+    # seeds the warm-up lax.cond runs its learning branch too, so the check would fire.)
+    if config.buffer_size < config.batch_size:
+        raise ConfigError(
+            f"option 'buffer_size' must be >= batch_size={config.batch_size} (a minibatch is drawn "
+            f"from the stored transitions), got {config.buffer_size}"
+        )
+    if max(config.learning_starts, steps) < config.batch_size:
+        raise ConfigError(
+            f"option 'learning_starts' must be >= batch_size={config.batch_size}, got "
+            f"{config.learning_starts}: the first minibatch is drawn from the transitions stored by "
+            f"then (learning_starts counts a seed's environment steps, all environments together; "
+            f"one update stores num_envs*num_steps={steps})"
         )
     gradient_steps_per_update(config)
 

@@ -91,7 +91,10 @@ class Config:
     updates_per_step: float = option(
         1.0, "gradient steps per environment step (num_envs*num_steps*updates_per_step per update)", positive=True
     )
-    learning_starts: int = option(1_000, "uniformly random steps per seed before learning starts", low=0)
+    learning_starts: int = option(
+        1_000, "uniformly random steps per seed (all environments) before learning starts; >= batch_size "
+        "unless num_envs*num_steps >= batch_size", low=0
+    )
     batch_size: int = option(256, "replay minibatch size", positive=True)
     buffer_size: int = option(1_000_000, "replay buffer capacity (transitions per seed)", positive=True)
     hidden_sizes: tuple[int, ...] = option((256, 256), "hidden layer widths of actor and critics")

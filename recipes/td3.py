@@ -79,7 +79,10 @@ class Config:
         positive=True,
     )
     policy_delay: int = option(2, "critic steps per actor and target update (must divide the critic steps)", positive=True)
-    learning_starts: int = option(1_000, "uniformly random steps per seed before learning starts", low=0)
+    learning_starts: int = option(
+        1_000, "uniformly random steps per seed (all environments) before learning starts; >= batch_size "
+        "unless num_envs*num_steps >= batch_size", low=0
+    )
     batch_size: int = option(256, "replay minibatch size", positive=True)
     buffer_size: int = option(1_000_000, "replay buffer capacity (transitions per seed)", positive=True)
     hidden_sizes: tuple[int, ...] = option((256, 256), "hidden layer widths of actor and critics")

@@ -166,11 +166,25 @@ def test_gated_scan_skips_and_reports_zeros():
         ({"num_envs": 2, "updates_per_step": 0.5, "hidden_sizes": ()}, "Pendulum-v1", "hidden_sizes"),
         ({"num_envs": 4, "buffer_size": 3}, "Pendulum-v1", "buffer_size"),
         ({}, "CartPole-v1", "CartPole-v1"),
+        # a minibatch needs batch_size stored transitions: by the first gradient step, and at all
+        ({"learning_starts": 63, "batch_size": 64}, "Pendulum-v1", "'learning_starts' must be >= batch_size=64"),
+        ({"learning_starts": 0, "num_envs": 4, "batch_size": 8}, "Pendulum-v1", "'learning_starts' must be >= batch_size=8"),
+        ({"buffer_size": 100, "batch_size": 128}, "Pendulum-v1", "'buffer_size' must be >= batch_size=128"),
     ],
 )
 def test_invalid_configurations_are_config_errors(overrides, env_name, option):
     with pytest.raises(experiment.ConfigError, match=option):
         ddpg.make(ddpg.Config(**overrides), env_name)
+
+
+def test_learning_starts_counts_all_environments_and_one_update_may_fill_a_minibatch():
+    # learning_starts counts a seed's environment steps, all environments together
+    ddpg.make(ddpg.Config(learning_starts=64, num_envs=4, batch_size=64), "Pendulum-v1")
+    # one update stores num_envs*num_steps transitions before its gradient steps
+    ddpg.make(ddpg.Config(learning_starts=0, num_envs=8, num_steps=2, batch_size=16), "Pendulum-v1")
+    # the driver checks at build time, before compiling anything
+    with pytest.raises(experiment.ConfigError, match="'learning_starts' must be >= batch_size=256, got 100"):
+        experiment.train("ddpg", seeds=1, config={"learning_starts": 100}, log=None)
 
 
 def test_fractional_update_ratio_that_gives_whole_steps_is_accepted():
@@ -181,7 +195,7 @@ def test_fractional_update_ratio_that_gives_whole_steps_is_accepted():
 
 def test_ornstein_uhlenbeck_exploration_runs_and_restarts_with_each_episode():
     config = ddpg.Config(
-        exploration="ornstein_uhlenbeck", learning_starts=0, batch_size=8, buffer_size=256, hidden_sizes=(8,)
+        exploration="ornstein_uhlenbeck", learning_starts=8, batch_size=8, buffer_size=256, hidden_sizes=(8,)
     )
     recipe = ddpg.make(config, "Pendulum-v1")
     hp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), ddpg.HParams())
@@ -198,4 +212,5 @@ def test_ornstein_uhlenbeck_exploration_runs_and_restarts_with_each_episode():
     assert noise.shape == (200, 1, 1)
     assert float(jnp.abs(noise[198]).max()) > 0.0  # the process wandered during the episode
     np.testing.assert_array_equal(noise[199], 0.0)  # Pendulum's 200-step episode ended: restart at 0
-    assert (np.asarray(critic_loss) > 0).all()  # learning_starts=0: every update learns
+    assert (np.asarray(critic_loss[:7]) == 0).all()  # warm-up: 8 steps
+    assert (np.asarray(critic_loss[7:]) > 0).all()  # then every update learns

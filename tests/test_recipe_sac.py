@@ -99,3 +99,9 @@ def test_discrete_variant_is_selected_by_the_action_space(cartpole):
     # the stored actions are the integer actions taken
     stored = np.asarray(cartpole.state.buffer.data.action)
     assert stored.dtype == np.int32 and set(np.unique(stored).tolist()) == {0, 1}
+
+
+def test_learning_starts_below_the_batch_size_is_a_config_error():
+    with pytest.raises(experiment.ConfigError, match="'learning_starts' must be >= batch_size=64, got 10"):
+        sac.make(sac.Config(learning_starts=10, batch_size=64), "CartPole-v1")
+    sac.make(sac.Config(learning_starts=10, num_envs=64, batch_size=64), "CartPole-v1")

@@ -78,6 +78,7 @@ def test_greedy_act_is_the_deterministic_actor(run):
         ({"policy_delay": 3}, "Pendulum-v1", "policy_delay"),  # 2 critic steps per update
         ({"num_steps": 1, "updates_per_step": 0.5}, "Pendulum-v1", "updates_per_step"),
         ({}, "CartPole-v1", "CartPole-v1"),
+        ({"learning_starts": 10, "batch_size": 64}, "Pendulum-v1", "'learning_starts' must be >= batch_size=64"),
     ],
 )
 def test_invalid_configurations_are_config_errors(overrides, env_name, option):
