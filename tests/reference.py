@@ -327,3 +327,26 @@ def random_rollout(seed, T=16, batch_shape=(3,), gamma=0.9, p_terminate=0.12, p_
     data = {k: v.astype(np.float32) for k, v in data.items()}
     data["terminated"], data["truncated"] = terminated, truncated
     return data
+
+
+
+def assert_equal_up_to_rounding(actual, desired, ulps=8):
+    """Equal up to float32 rounding: |actual − desired| ≤ ``ulps`` ulps of max |desired|.
+
+    For comparisons that are not bit-exact by construction, such as jit against eager: XLA fuses
+    and contracts a jitted program (e.g. d·v' + r into one FMA), so it rounds differently from the
+    op-by-op eager program. The error of such a step is a few ulps of its operands, not of its
+    result, so the ulps are counted at the array's scale: counted per element
+    (``np.testing.assert_array_max_ulp``), a result that cancels to near zero (r + d·v' − v) is
+    many of its own ulps away. Tuples (``GAE``, ``VTrace``) are compared field by field.
+    """
+    if isinstance(desired, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(desired), (type(actual), type(desired))
+        for a, b in zip(actual, desired):
+            assert_equal_up_to_rounding(a, b, ulps)
+        return
+    a, b = np.asarray(actual), np.asarray(desired)
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, a.shape, b.dtype, b.shape)
+    bound = ulps * np.spacing(np.max(np.abs(b)))
+    error = np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))
+    assert error <= bound, f"differs by {error:.3g} > {ulps} ulps of max |desired| ({bound:.3g})"

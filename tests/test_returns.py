@@ -265,6 +265,14 @@ INVARIANCE_FUNCTIONS = {
     "lambda_returns": lambda r, d, dn, v, nv: pgkit.lambda_returns(r, d, dn, nv, lambda_=0.9),
     "gae": lambda r, d, dn, v, nv: pgkit.gae(r, d, dn, v, nv, lambda_=0.9),
 }
+# Jitted and eager programs round differently here: XLA contracts d·v' + r (− v) into an FMA in
+# the compiled program (measured: up to 2 ulps of the largest value, about 1.2e-7), so jit is
+# compared with eager to within a few ulps. Everything else is bit-identical.
+JIT_ROUNDS_DIFFERENTLY = {"td_errors", "gae"}
+
+
+def _assert_trees_equal(actual, desired):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, actual, desired)
 
 
 @pytest.mark.parametrize("name", list(INVARIANCE_FUNCTIONS))
@@ -278,9 +286,14 @@ def test_jit_vmap_and_batch_invariance(name):
     vmapped = jax.tree_util.tree_map(lambda x: x.T, jax.vmap(f)(*per_stream))
     jit_vmapped = jax.tree_util.tree_map(lambda x: x.T, jax.jit(jax.vmap(f))(*per_stream))
     single = f(*(a[:, 1] for a in args))  # one stream, shape [T]
-    for other in (jitted, vmapped, jit_vmapped):
-        _assert_trees_close(direct, other, 1e-6)
-    _assert_trees_close(jax.tree_util.tree_map(lambda x: x[:, 1], direct), single, 1e-6)
+    # vmap over streams and a direct [T, E] call run the same program: bit for bit, eager or jitted.
+    _assert_trees_equal(vmapped, direct)
+    _assert_trees_equal(jit_vmapped, jitted)
+    _assert_trees_equal(jax.tree_util.tree_map(lambda x: x[:, 1], direct), single)
+    if name in JIT_ROUNDS_DIFFERENTLY:
+        ref.assert_equal_up_to_rounding(jitted, direct, ulps=8)
+    else:
+        _assert_trees_equal(jitted, direct)
 
 
 def test_no_retrace_when_lambda_changes():
