@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pgkit
+import reference as ref
 
 GAMMA = 0.9
 
@@ -199,6 +200,57 @@ def test_dpg_loss_gradient_equals_chain_rule_on_linear_actor():
     np.testing.assert_allclose(np.asarray(pgkit.dpg_loss(jnp.array([1.5, -2.0]))), [-1.5, 2.0])
 
 
+def test_dpg_loss_critic_gradient_is_the_callers_choice_under_jit_and_vmap():
+    """The docstring's contract: the gradient flows through ``q_values`` into the actor θ *and*
+    into the critic φ unless the caller holds φ fixed (``jax.lax.stop_gradient(critic_params)``),
+    in which case φ gets exactly zero and θ's gradient is unchanged. Checked jitted, and under vmap
+    over a leading axis of independent actors (one per seed) against a loop."""
+    rng = np.random.default_rng(7)
+    n, obs, act, seeds = 6, 3, 2, 4
+    states = jnp.asarray(rng.normal(size=(n, obs)), jnp.float32)
+    actor_params = (jnp.asarray(rng.normal(size=(seeds, act, obs)), jnp.float32),
+                    jnp.asarray(rng.normal(size=(seeds, act)), jnp.float32))  # [S, ...] per seed
+    critic_params = (jnp.asarray(rng.normal(size=(obs, act)), jnp.float32),
+                     jnp.asarray(rng.normal(size=act), jnp.float32))
+
+    def critic(phi, s, a):  # Q_φ(s, a) = sᵀ M a − ½‖a − c‖², φ = (M, c)
+        m, c = phi
+        return s @ m @ a - 0.5 * jnp.sum((a - c) ** 2)
+
+    def loss(theta, phi, hold_critic):
+        if hold_critic:
+            phi = jax.lax.stop_gradient(phi)
+        w, bias = theta
+        actions = states @ w.T + bias  # μ_θ(s)
+        return jnp.sum(pgkit.dpg_loss(jax.vmap(critic, in_axes=(None, 0, 0))(phi, states, actions)))
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    first = jax.tree.map(lambda x: x[0], actor_params)
+    (g_theta_open, g_phi_open), (g_theta_held, g_phi_held) = grads(first, critic_params, False), grads(first, critic_params, True)
+    # Held fixed: exactly zero into the critic, and the actor's gradient is untouched.
+    for g in g_phi_held:
+        np.testing.assert_array_equal(g, 0.0)
+    jax.tree.map(np.testing.assert_array_equal, g_theta_held, g_theta_open)
+    # Not held: −Σ_s ∂Q/∂φ, i.e. −Σ_s s aᵀ for M and −Σ_s (a − c) for c (the loss would train
+    # the critic to overestimate).
+    w, bias = (np.asarray(x, np.float64) for x in first)
+    s64, c64 = np.asarray(states, np.float64), np.asarray(critic_params[1], np.float64)
+    actions = s64 @ w.T + bias
+    np.testing.assert_allclose(g_phi_open[0], -s64.T @ actions, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(g_phi_open[1], -(actions - c64).sum(0), rtol=1e-4, atol=1e-4)
+    assert np.abs(np.asarray(g_phi_open[0])).max() > 0.1
+    # vmap over a leading axis of seeds (one actor each, a shared critic) matches a loop over the
+    # seeds; to rounding only, since vmap turns the actor's and critic's matrix products into
+    # batched ones that accumulate in another order (dpg_loss itself is bit-identical, see below).
+    for hold in (False, True):
+        batched = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None, None)), static_argnums=2)(
+            actor_params, critic_params, hold
+        )
+        for i in range(seeds):
+            one = grads(jax.tree.map(lambda x: x[i], actor_params), critic_params, hold)
+            jax.tree.map(lambda b, o: ref.assert_equal_up_to_rounding(b[i], o, ulps=8), batched, one)
+
+
 def test_sac_actor_loss_value_and_gradients():
     b = _batch(7)
     q, logp = b["next_q1"], b["next_log_probs"]
@@ -299,12 +351,20 @@ def test_discrete_sac_temperature_loss_vs_numpy_and_sign():
 # ----------------------------------------------------------------------------- invariance and input checks
 
 
+OUTPUT_NAMES = (
+    "td_targets", "clipped_double_q_targets", "soft_q_targets", "q_loss", "dpg_loss",
+    "sac_actor_loss", "sac_temperature_loss", "discrete_soft_q_targets", "discrete_sac_actor_loss",
+    "discrete_sac_temperature_loss",
+)
+
+
 def _all_outputs(b, alpha):
     return (
         pgkit.td_targets(b["rewards"], b["discounts"], b["next_values"]),
         pgkit.clipped_double_q_targets(b["rewards"], b["discounts"], b["next_q1"], b["next_q2"]),
         pgkit.soft_q_targets(b["rewards"], b["discounts"], b["next_q1"], b["next_q2"], b["next_log_probs"], alpha=alpha),
         pgkit.q_loss(b["next_q1"], b["next_values"]),
+        pgkit.dpg_loss(b["next_q1"]),
         pgkit.sac_actor_loss(b["next_q1"], b["next_log_probs"], alpha=alpha),
         pgkit.sac_temperature_loss(jnp.log(alpha), b["next_log_probs"], target_entropy=-2.0),
         pgkit.discrete_soft_q_targets(b["rewards"], b["discounts"], b["probs"], b["log_probs"], b["q1"], b["q2"], alpha=alpha),
@@ -313,8 +373,19 @@ def _all_outputs(b, alpha):
     )
 
 
+# Jitted and eager programs round differently where XLA contracts a product and a sum into one
+# FMA (r + d·y, α log π − Q, the expectations Σ π (Q − α log π) and Σ π log π; measured: up to
+# 3 ulps of the largest value), so jit is compared with eager to within a few ulps there;
+# everything else is bit-identical.
+JIT_ROUNDS_DIFFERENTLY = {
+    "td_targets", "clipped_double_q_targets", "soft_q_targets", "sac_actor_loss",
+    "discrete_soft_q_targets", "discrete_sac_actor_loss", "discrete_sac_temperature_loss",
+}
+
+
 def test_jit_vmap_and_direct_batch_agree():
-    b = {k: v for k, v in _batch(11).items() if k not in ("kind", "alpha")}
+    # JAX arrays: an eager call on NumPy inputs may compute in NumPy (see sac_actor_loss).
+    b = {k: jnp.asarray(v) for k, v in _batch(11).items() if k not in ("kind", "alpha")}  # [E=5, 4, ...]
     direct = _all_outputs(b, 0.3)
     traces = []
 
@@ -326,11 +397,20 @@ def test_jit_vmap_and_direct_batch_agree():
     out = jitted(b, 0.3)
     jitted(b, 0.7)  # a new traced temperature does not retrace
     assert len(traces) == 1
-    vmapped = jax.jit(jax.vmap(_all_outputs, in_axes=(0, None)))(b, 0.3)
-    for d, j, v in zip(direct, out, vmapped):
-        assert d.shape == (5, 4)
-        np.testing.assert_allclose(np.asarray(d), np.asarray(j), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(d), np.asarray(v), rtol=1e-5, atol=1e-6)
+    # vmap over the leading axis of independent rows, a loop over the rows and the direct batch
+    # call: bit-identical, eager or jitted.
+    vmapped = jax.vmap(_all_outputs, in_axes=(0, None))(b, 0.3)
+    jit_vmapped = jax.jit(jax.vmap(_all_outputs, in_axes=(0, None)))(b, 0.3)
+    row = _all_outputs({k: v[2] for k, v in b.items()}, 0.3)
+    for name, d, j, v, jv, r in zip(OUTPUT_NAMES, direct, out, vmapped, jit_vmapped, row):
+        assert d.shape == (5, 4), name
+        np.testing.assert_array_equal(v, d, err_msg=name)
+        np.testing.assert_array_equal(jv, j, err_msg=name)
+        np.testing.assert_array_equal(r, d[2], err_msg=name)
+        if name in JIT_ROUNDS_DIFFERENTLY:
+            ref.assert_equal_up_to_rounding(j, d, ulps=8)
+        else:
+            np.testing.assert_array_equal(j, d, err_msg=name)
 
 
 def test_bad_shapes_raise():
