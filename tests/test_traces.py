@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pgkit
+import reference as ref
 
 GAMMA = 0.9
 
@@ -163,6 +164,19 @@ def test_actor_critic_update_vs_numpy_loop():
         np.testing.assert_allclose(np.asarray(outs.critic_trace["v"][t]), data["features"][t], rtol=1e-6)
 
 
+def _assert_batched_invariance(fn, args, direct):
+    """fn on leaves with a leading stream axis [E, ...] (``direct``), vmap over that axis and a
+    loop over the streams: bit-identical, eager or jitted. Jit against eager only to rounding:
+    XLA contracts the trace update decay·λ·e + g into an FMA."""
+    vmapped, jitted = jax.vmap(fn)(*args), jax.jit(fn)(*args)
+    jax.tree.map(np.testing.assert_array_equal, vmapped, direct)
+    jax.tree.map(np.testing.assert_array_equal, jax.jit(jax.vmap(fn))(*args), jitted)
+    for i in range(jax.tree.leaves(args)[0].shape[0]):
+        one = fn(*jax.tree.map(lambda x: x[i], args))
+        jax.tree.map(lambda b, o: np.testing.assert_array_equal(b[i], o), direct, one)
+    jax.tree.map(lambda j, d: ref.assert_equal_up_to_rounding(j, d, ulps=8), jitted, direct)
+
+
 def test_batched_leading_axis_equals_vmap_and_td_error_carries_no_gradient():
     rng = np.random.default_rng(5)
     e, d = 4, 3
@@ -170,23 +184,64 @@ def test_batched_leading_axis_equals_vmap_and_td_error_carries_no_gradient():
     grad = {"w": jnp.asarray(rng.normal(size=(e, d)), jnp.float32)}
     deltas = jnp.asarray(rng.normal(size=e), jnp.float32)
     decays = jnp.asarray([0.0, 0.9, 0.5, 0.9], jnp.float32)
-    direct = pgkit.td_lambda_update(trace, grad, deltas, discount=decays, lambda_=0.7)
-    vmapped = jax.jit(jax.vmap(lambda tr, g, dl, dc: pgkit.td_lambda_update(tr, g, dl, discount=dc, lambda_=0.7)))(
-        trace, grad, deltas, decays
-    )
-    for a, b in zip(jax.tree.leaves(direct), jax.tree.leaves(vmapped)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    update = lambda tr, g, dl, dc: pgkit.td_lambda_update(tr, g, dl, discount=dc, lambda_=0.7)  # noqa: E731
+    direct = update(trace, grad, deltas, decays)
+    _assert_batched_invariance(update, (trace, grad, deltas, decays), direct)
     np.testing.assert_allclose(
         np.asarray(direct.increment["w"]),
         np.asarray(deltas)[:, None] * (np.asarray(decays)[:, None] * 0.7 * np.asarray(trace["w"]) + np.asarray(grad["w"])),
         rtol=1e-5, atol=1e-6,
     )
     for fn in (pgkit.accumulating_trace, pgkit.replacing_trace):
-        direct = fn(trace, grad, discount=decays, lambda_=0.7)
-        vmapped = jax.jit(jax.vmap(lambda tr, g, dc: fn(tr, g, discount=dc, lambda_=0.7)))(trace, grad, decays)
-        np.testing.assert_allclose(np.asarray(direct["w"]), np.asarray(vmapped["w"]), rtol=1e-6, atol=1e-6)
+        step = lambda tr, g, dc, fn=fn: fn(tr, g, discount=dc, lambda_=0.7)  # noqa: E731
+        _assert_batched_invariance(step, (trace, grad, decays), step(trace, grad, decays))
     g = jax.grad(lambda dl: jnp.sum(pgkit.td_lambda_update(trace, grad, dl, discount=decays, lambda_=0.7).increment["w"]))(deltas)
     assert np.all(np.asarray(g) == 0)
+
+
+def test_actor_critic_update_under_vmap_over_streams():
+    """E independent streams, each with its own traces, gradients, TD error and decay (pytree
+    parameters with a leading [E] axis): vmap, a loop over the streams and the direct call with
+    leading batch axes agree bit for bit, eager or jitted (jit against eager to rounding), and
+    match the update rule."""
+    rng = np.random.default_rng(6)
+    e = 4
+    f32 = lambda *shape: jnp.asarray(rng.normal(size=(e,) + shape), jnp.float32)  # noqa: E731
+    critic_trace, critic_grad = {"v": f32(3), "b": f32()}, {"v": f32(3), "b": f32()}
+    actor_trace, actor_grad = (f32(2, 2),), (f32(2, 2),)
+    deltas = f32()
+    decays = jnp.asarray([0.0, 0.9, 0.5, 0.9], jnp.float32)  # stream 0 starts an episode
+
+    def update(zw, zt, gw, gt, delta, decay, lambda_critic, lambda_actor):
+        return pgkit.td_lambda_actor_critic_update(
+            zw, zt, gw, gt, delta, discount=decay, lambda_critic=lambda_critic, lambda_actor=lambda_actor
+        )
+
+    args = (critic_trace, actor_trace, critic_grad, actor_grad, deltas, decays)
+    step = lambda *a: update(*a, 0.8, 0.5)  # noqa: E731
+    direct = step(*args)  # leading batch axes [E] on every leaf, decay and δ [E]
+    assert isinstance(direct, pgkit.ActorCriticTraceUpdate)
+    _assert_batched_invariance(step, args, direct)
+    # λ's shared by the streams (in_axes None, traced under jit) give the same numbers.
+    vmap_shared = jax.vmap(update, in_axes=(0, 0, 0, 0, 0, 0, None, None))
+    vmapped = vmap_shared(*args, 0.8, 0.5)
+    jax.tree.map(np.testing.assert_array_equal, vmapped, direct)
+    jax.tree.map(np.testing.assert_array_equal, jax.jit(vmap_shared)(*args, 0.8, 0.5), jax.jit(step)(*args))
+    # The rule, stream by stream: z = decay·λ·z + g, increment = δ z; the critic and the actor
+    # use their own λ, and stream 0 (decay 0) restarts from the gradient.
+    d64 = np.asarray(decays, np.float64)
+    for got, z, g, lam in (
+        (vmapped.critic_trace["v"], critic_trace["v"], critic_grad["v"], 0.8),
+        (vmapped.actor_trace[0], actor_trace[0], actor_grad[0], 0.5),
+    ):
+        shape = (e,) + (1,) * (z.ndim - 1)
+        expected = d64.reshape(shape) * lam * np.asarray(z) + np.asarray(g)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(vmapped.actor_trace[0][0], actor_grad[0][0])
+    np.testing.assert_allclose(
+        vmapped.actor_increment[0], np.asarray(deltas)[:, None, None] * np.asarray(vmapped.actor_trace[0]),
+        rtol=1e-6, atol=1e-6,
+    )
 
 
 def test_bad_input_raises():
