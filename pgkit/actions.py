@@ -27,7 +27,12 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class SquashedSample(NamedTuple):
-    """A squashed Gaussian sample: ``action`` ``[*B, A]`` in ``[low, high]`` and its ``log_prob`` ``[*B]``."""
+    """A squashed Gaussian sample and its log-density.
+
+    Attributes:
+      action: ``[*B, A]`` the squashed action, in ``[low, high]``.
+      log_prob: ``[*B]`` its log-density, summed over the action axis.
+    """
 
     action: jax.Array
     log_prob: jax.Array
@@ -100,6 +105,7 @@ def tanh_gaussian_sample_and_log_prob(mean, log_std, *, key, low=-1.0, high=1.0)
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> mean, log_std = jnp.zeros((4, 2)), jnp.full((4, 2), -1.0)
       >>> a, logp = pgkit.tanh_gaussian_sample_and_log_prob(
       ...     mean, log_std, key=jax.random.key(0), low=-2.0, high=2.0)
@@ -153,6 +159,7 @@ def tanh_gaussian_log_prob(pre_tanh, mean, log_std, *, low=-1.0, high=1.0):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> u = jnp.array([[0.0, 20.0]])
       >>> logp = pgkit.tanh_gaussian_log_prob(u, jnp.zeros((1, 2)), jnp.zeros((1, 2)))
       >>> bool(jnp.isfinite(logp).all()), logp.shape
@@ -202,6 +209,7 @@ def tanh_gaussian_mode(mean, *, low=-1.0, high=1.0):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.tanh_gaussian_mode(jnp.array([0.0, 100.0]), low=0.0, high=2.0))
       [1. 2.]
 
@@ -239,6 +247,7 @@ def gaussian_exploration(actions, *, key, scale, low=-1.0, high=1.0):
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> a = pgkit.gaussian_exploration(jnp.zeros((3, 2)), key=jax.random.key(0), scale=10.0)
       >>> bool(jnp.all(jnp.abs(a) <= 1.0))
       True
@@ -284,6 +293,7 @@ def ornstein_uhlenbeck_noise(noise_state, *, key, theta=0.15, sigma=0.2, dt=1e-2
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> x = jnp.zeros(2)
       >>> x = pgkit.ornstein_uhlenbeck_noise(x, key=jax.random.key(0))
       >>> x.shape
@@ -325,6 +335,7 @@ def target_policy_smoothing(target_actions, *, key, noise_scale=0.2, noise_clip=
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> a = pgkit.target_policy_smoothing(jnp.zeros((5, 1)), key=jax.random.key(0), noise_scale=1.0)
       >>> bool(jnp.all(jnp.abs(a) <= 0.5))
       True

@@ -83,6 +83,7 @@ def mean_baseline(returns, *, axis=None, where=None):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> returns = jnp.array([[1.0, 3.0], [2.0, 6.0]])  # [T=2, E=2]
         >>> pgkit.mean_baseline(returns).tolist(), pgkit.mean_baseline(returns, axis=1).tolist()
         ([[3.0, 3.0], [3.0, 3.0]], [[2.0, 2.0], [4.0, 4.0]])
@@ -131,6 +132,7 @@ def leave_one_out_baseline(returns, *, axis=0):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> pgkit.leave_one_out_baseline(jnp.array([1.0, 2.0, 6.0])).tolist()
         [4.0, 3.5, 1.5]
 
@@ -179,6 +181,7 @@ def optimal_baseline(score_vectors, returns, *, per_parameter=True):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> scores = jnp.array([[1.0, 0.0], [-1.0, 2.0], [0.0, -2.0]])  # [N=3, P=2]
         >>> returns = jnp.array([1.0, 3.0, 5.0])
         >>> pgkit.optimal_baseline(scores, returns).tolist()
@@ -239,6 +242,7 @@ def expected_q_baseline(probs, q_values):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> pgkit.expected_q_baseline(jnp.array([0.25, 0.75]), jnp.array([4.0, 8.0])).tolist()
         7.0
 
@@ -280,6 +284,7 @@ def value_loss(values, targets, *, stop_target_gradients=True):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> pgkit.value_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])).tolist()
         [0.5, 2.0]
 

@@ -22,7 +22,12 @@ __all__ = [
 
 
 class GaussianParams(NamedTuple):
-    """A diagonal Gaussian over flat parameter vectors: ``mean`` ``[D]`` and ``std`` ``[D]``."""
+    """A diagonal Gaussian over flat parameter vectors.
+
+    Attributes:
+      mean: ``[D]`` the mean of each parameter.
+      std: ``[D]`` the standard deviation of each parameter.
+    """
 
     mean: jax.Array
     std: jax.Array
@@ -55,6 +60,7 @@ def elite_indices(scores, *, num_elites):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.elite_indices(jnp.array([1.0, 5.0, 3.0, 5.0]), num_elites=3))
       [1 3 2]
 
@@ -90,6 +96,7 @@ def elite_mask(scores, *, num_elites):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.elite_mask(jnp.array([1.0, 5.0, 3.0, 5.0]), num_elites=2))
       [False  True False  True]
 
@@ -129,6 +136,7 @@ def gaussian_refit(samples, elite_idx, old_mean, old_std, *, smoothing=1.0, min_
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> samples = jnp.array([[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]])
       >>> fit = pgkit.gaussian_refit(samples, jnp.array([1, 2]), jnp.zeros(2), jnp.ones(2))
       >>> print(fit.mean, fit.std)
@@ -171,8 +179,8 @@ def tabular_cem_update(states, actions, elite_weights, old_policy, *, lambda_=0.
     Args:
       states: visited states s_i, int, shape ``[T, N]`` (time-major rollouts; any shape works),
         each in ``[0, S)``.
-      actions: actions a_i taken there, int, same shape, each in ``[0, A)``.
-      elite_weights: w_i ≥ 0, same shape (1 for steps of elite rollouts inside the episode, 0
+      actions: actions a_i taken there, int, the shape of ``states``, each in ``[0, A)``.
+      elite_weights: w_i ≥ 0, the shape of ``states`` (1 for steps of elite rollouts inside the episode, 0
         otherwise; e.g. ``elite_mask(returns, num_elites=M)[None, :] * valid``).
       old_policy: π(a|s), shape ``[S, A]``, rows summing to 1.
       lambda_: λ ≥ 0, smoothing pseudocount (traced).
@@ -186,6 +194,7 @@ def tabular_cem_update(states, actions, elite_weights, old_policy, *, lambda_=0.
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> states = jnp.array([[0], [0], [1], [1], [1]])    # [T=5, N=1]
       >>> actions = jnp.array([[1], [1], [0], [0], [0]])
       >>> new = pgkit.tabular_cem_update(states, actions, jnp.ones((5, 1)), jnp.full((3, 2), 0.5),
@@ -240,6 +249,7 @@ def approximate_cem_loss(log_probs, elite_mask):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> log_probs = jnp.log(jnp.array([[0.5, 0.25], [0.5, 0.25]]))
       >>> print(jnp.round(pgkit.approximate_cem_loss(log_probs, jnp.array([True, False])), 3))
       [[0.693 0.   ]

@@ -81,6 +81,7 @@ def td_targets(rewards, discounts, next_values, *, stop_target_gradients=True):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> y = pgkit.td_targets(jnp.array([1.0, 1.0]), jnp.array([0.9, 0.0]), jnp.array([10.0, 10.0]))
       >>> print(y)
       [10.  1.]
@@ -114,6 +115,7 @@ def clipped_double_q_targets(rewards, discounts, next_q1, next_q2, *, stop_targe
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> y = pgkit.clipped_double_q_targets(jnp.ones(2), jnp.full(2, 0.5),
       ...                                   jnp.array([4.0, 2.0]), jnp.array([3.0, 6.0]))
       >>> print(y)
@@ -149,6 +151,7 @@ def soft_q_targets(rewards, discounts, next_q1, next_q2, next_log_probs, *, alph
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> y = pgkit.soft_q_targets(jnp.array([1.0]), jnp.array([0.5]), jnp.array([4.0]),
       ...                          jnp.array([3.0]), jnp.array([-2.0]), alpha=0.5)
       >>> print(y)
@@ -185,6 +188,7 @@ def q_loss(q_values, targets, *, stop_target_gradients=True):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.q_loss(jnp.array([1.0, 3.0]), jnp.array([2.0, 1.0])))
       [0.5 2. ]
 
@@ -220,6 +224,7 @@ def dpg_loss(q_values):
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> critic = lambda a: -(a - 2.0) ** 2          # Q(s, a) for one state
       >>> actor = lambda theta: theta * 1.0           # μ_θ(s)
       >>> g = jax.grad(lambda th: pgkit.dpg_loss(critic(actor(th))))(0.5)
@@ -256,6 +261,7 @@ def sac_actor_loss(q_values, log_probs, *, alpha):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.sac_actor_loss(jnp.array([1.0]), jnp.array([-2.0]), alpha=0.5))
       [-2.]
 
@@ -291,6 +297,7 @@ def sac_temperature_loss(log_alpha, log_probs, *, target_entropy, stop_target_gr
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> g = jax.grad(lambda la: pgkit.sac_temperature_loss(
       ...     la, jnp.array([1.0]), target_entropy=-1.0).sum())(0.0)
       >>> print(float(g))   # entropy −1 equals target −1: no change
@@ -325,6 +332,7 @@ def default_target_entropy(action_size, *, discrete=False, scale=0.98):
       None (a constant).
 
     Example:
+      >>> import pgkit
       >>> print(float(pgkit.default_target_entropy(6)))
       -6.0
       >>> print(round(float(pgkit.default_target_entropy(4, discrete=True)), 4))
@@ -369,6 +377,7 @@ def discrete_soft_q_targets(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> p = jnp.array([[0.5, 0.5]])
       >>> y = pgkit.discrete_soft_q_targets(jnp.array([0.0]), jnp.array([1.0]), p, jnp.log(p),
       ...     jnp.array([[1.0, 3.0]]), jnp.array([[2.0, 2.0]]), alpha=1.0)
@@ -407,6 +416,7 @@ def discrete_sac_actor_loss(probs, log_probs, q_values, *, alpha):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> p = jnp.array([[0.5, 0.5]])
       >>> print(jnp.round(pgkit.discrete_sac_actor_loss(p, jnp.log(p), jnp.array([[1.0, 3.0]]), alpha=1.0), 4))
       [-2.6931]
@@ -445,6 +455,7 @@ def discrete_sac_temperature_loss(log_alpha, probs, log_probs, *, target_entropy
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> p = jnp.array([[0.9, 0.1]])        # entropy 0.325 < target 0.5
       >>> g = jax.grad(lambda la: pgkit.discrete_sac_temperature_loss(
       ...     la, p, jnp.log(p), target_entropy=0.5).sum())(0.0)

@@ -62,6 +62,7 @@ def categorical_kl(logits_p, logits_q):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> p = jnp.log(jnp.array([0.5, 0.5, 0.0]))  # third action masked (-inf logit)
         >>> q = jnp.log(jnp.array([0.25, 0.25, 0.5]))
         >>> round(float(pgkit.categorical_kl(p, q)), 4)  # log 2
@@ -105,6 +106,7 @@ def categorical_entropy(logits):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> round(float(pgkit.categorical_entropy(jnp.array([0.0, 0.0, -jnp.inf]))), 4)  # log 2
         0.6931
 
@@ -131,8 +133,8 @@ def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q):
         mean_p: [*S, A] means μ_p.
         log_std_p: log σ_p, broadcastable with ``mean_p`` (e.g. [*S, A] or a state-independent
             [A]).
-        mean_q: μ_q, broadcastable likewise.
-        log_std_q: log σ_q, broadcastable likewise.
+        mean_q: [*S, A] means μ_q, broadcastable likewise.
+        log_std_q: [*S, A] or [A] log σ_q, broadcastable likewise.
 
     Returns:
         [*S] KL(p ‖ q) ≥ 0, where [*S, A] is the broadcast shape of the four inputs.
@@ -142,6 +144,7 @@ def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> kl = pgkit.gaussian_kl(jnp.zeros(2), jnp.zeros(2), jnp.ones(2), jnp.zeros(2))
         >>> float(kl)  # two dimensions, each (0 - 1)^2 / 2
         1.0
@@ -187,6 +190,7 @@ def gaussian_entropy(log_std):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> round(float(pgkit.gaussian_entropy(jnp.zeros(2))), 4)  # 1 + log 2π
         2.8379
 
@@ -220,6 +224,7 @@ def kl_k1(log_ratios):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> pgkit.kl_k1(jnp.array([0.5, -0.5])).tolist()
         [-0.5, 0.5]
 
@@ -251,6 +256,7 @@ def kl_k2(log_ratios):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> pgkit.kl_k2(jnp.array([0.5, -0.5])).tolist()
         [0.125, 0.125]
 
@@ -285,6 +291,7 @@ def kl_k3(log_ratios):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> [round(x, 4) for x in pgkit.kl_k3(jnp.array([0.5, -0.5, 0.0])).tolist()]
         [0.1487, 0.1065, 0.0]
 

@@ -70,6 +70,7 @@ def score_function_loss(log_probs, weights, *, stop_target_gradients=True):
 
     Example:
         >>> import jax, jax.numpy as jnp
+        >>> import pgkit
         >>> logits = jnp.array([0.0, 1.0])
         >>> actions = jnp.array([1, 0, 1])
         >>> def loss(logits):
@@ -137,6 +138,7 @@ def reinforce_loss(
 
     Example:
         >>> import jax.numpy as jnp
+        >>> import pgkit
         >>> log_probs = jnp.log(jnp.array([0.5, 0.5, 0.5]))
         >>> rewards = jnp.array([1.0, 1.0, 1.0])
         >>> discounts = jnp.array([1.0, 0.0, 1.0])  # step 1 terminates an episode
@@ -193,6 +195,7 @@ def pathwise_loss(objective_values):
 
     Example:
         >>> import jax, jax.numpy as jnp, distrax
+        >>> import pgkit
         >>> def loss(mean):  # maximise E[-(a - 3)^2], a ~ N(mean, 1), by differentiating the sample
         ...     actions = distrax.Normal(mean, 1.0).sample(seed=jax.random.key(0), sample_shape=4096)
         ...     return pgkit.pathwise_loss(-(actions - 3.0) ** 2).mean()
@@ -233,6 +236,7 @@ def score_function_multiplier(log_probs):
 
     Example:
         >>> import jax, jax.numpy as jnp
+        >>> import pgkit
         >>> logits = jnp.array([0.0, 1.0])
         >>> m = lambda logits: pgkit.score_function_multiplier(jax.nn.log_softmax(logits)[1])
         >>> float(m(logits)), [round(g, 3) for g in jax.grad(m)(logits).tolist()]

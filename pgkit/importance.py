@@ -54,6 +54,7 @@ def log_ratios(target_log_probs: ArrayLike, behaviour_log_probs: ArrayLike) -> j
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> lr = pgkit.log_ratios(jnp.log(jnp.array([0.5, 0.2])), jnp.log(jnp.array([0.25, 0.4])))
       >>> print(jnp.exp(lr).round(4))
       [2.  0.5]
@@ -118,6 +119,7 @@ def per_decision_weights(log_ratios: ArrayLike, dones: ArrayLike) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> lr = jnp.log(jnp.array([2.0, 0.5, 4.0, 2.0]))
       >>> print(pgkit.per_decision_weights(lr, jnp.array([0, 1, 0, 0])).round(4))
       [2. 1. 4. 8.]
@@ -152,6 +154,7 @@ def per_trajectory_weights(log_ratios: ArrayLike, dones: ArrayLike) -> jax.Array
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> lr = jnp.log(jnp.array([2.0, 0.5, 4.0, 2.0]))
       >>> print(pgkit.per_trajectory_weights(lr, jnp.array([0, 1, 0, 0])).round(4))
       [1. 1. 8. 8.]
@@ -192,6 +195,7 @@ def truncated_weights(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.truncated_weights(jnp.log(jnp.array([0.5, 3.0])), max_weight=1.0))
       [0.5 1. ]
 
@@ -227,6 +231,7 @@ def self_normalised_weights(weights: ArrayLike, axis: int = 0) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.self_normalised_weights(jnp.array([1.0, 3.0])))
       [0.25 0.75]
 
@@ -313,6 +318,7 @@ def vtrace(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> out = pgkit.vtrace(jnp.ones(3), jnp.full(3, 0.5), jnp.array([0, 0, 1]), jnp.zeros(3),
       ...                    jnp.zeros(3), jnp.zeros(3))
       >>> print(out.targets)

@@ -108,6 +108,7 @@ def fisher_vector_product(kl_fn: Callable[[Any], Any], params, vector, *, dampin
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> import pgkit
       >>> old = jax.nn.log_softmax(jnp.zeros(2))
       >>> kl_fn = lambda p: jnp.sum(jnp.exp(old) * (old - jax.nn.log_softmax(p)))
       >>> fv = pgkit.fisher_vector_product(kl_fn, jnp.zeros(2), jnp.array([1.0, 0.0]))
@@ -145,6 +146,7 @@ def empirical_fisher_vector_product(score_vectors, vector, *, damping=0.0):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> S = jnp.array([[1.0, 0.0], [1.0, 2.0]])
       >>> fv = pgkit.empirical_fisher_vector_product(S, jnp.array([1.0, 1.0]), damping=0.1)
       >>> print([round(float(v), 3) for v in fv])
@@ -217,6 +219,7 @@ def conjugate_gradient(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> A = jnp.array([[4.0, 1.0], [1.0, 3.0]])
       >>> result = pgkit.conjugate_gradient(lambda v: A @ v, jnp.array([1.0, 2.0]), iterations=2)
       >>> print([round(float(v), 4) for v in result.solution])
@@ -280,6 +283,7 @@ def natural_step(direction, fisher_direction, *, max_kl):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> x = jnp.array([1.0, 0.0])
       >>> step = pgkit.natural_step(x, 2.0 * x, max_kl=0.01)
       >>> print([round(float(v), 4) for v in step])
@@ -307,7 +311,7 @@ class LineSearchResult(NamedTuple):
 
     Attributes:
       params: the accepted parameters ``θ + ρ^j s`` (the original ``θ`` when nothing was
-        accepted).
+        accepted), a pytree with the structure of ``params``.
       accepted: bool scalar, whether some step size was accepted.
       num_backtracks: int32 scalar j, the number of rejected step sizes before the accepted one
         (``max_backtracks`` when none was accepted).
@@ -364,6 +368,7 @@ def backtracking_line_search(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> result = pgkit.backtracking_line_search(
       ...     lambda p: p[0], lambda p: 0.5 * jnp.sum(p ** 2), jnp.zeros(1), jnp.array([1.0]),
       ...     max_kl=0.1)
@@ -479,6 +484,7 @@ def compatible_features_weights(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> S = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
       >>> w = pgkit.compatible_features_weights(S, jnp.array([2.0, 1.0, -2.0, -1.0]))
       >>> print([round(float(v), 3) for v in w])

@@ -79,6 +79,7 @@ def ppo_clip_loss(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> log_probs = jnp.log(jnp.array([1.5, 1.5, 0.5, 1.0]))
       >>> loss = pgkit.ppo_clip_loss(log_probs, jnp.zeros(4), jnp.array([1.0, -1.0, -1.0, 2.0]),
       ...                            clip_eps=0.2)
@@ -130,6 +131,7 @@ def clipped_value_loss(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> loss = pgkit.clipped_value_loss(jnp.array([1.0, 0.5]), jnp.array([0.0, 0.0]),
       ...                                 jnp.array([2.0, 0.0]), clip_eps=0.2)
       >>> print([round(float(v), 3) for v in loss])
@@ -182,6 +184,7 @@ def kl_penalty_loss(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> loss = pgkit.kl_penalty_loss(jnp.log(jnp.array([2.0])), jnp.zeros(1), jnp.ones(1),
       ...                              jnp.array([0.5]), beta=1.0)
       >>> print([round(float(v), 3) for v in loss])
@@ -226,6 +229,7 @@ def adaptive_kl_coefficient(beta, kl, *, target_kl, min_beta=1e-6, max_beta=1e6)
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> new = pgkit.adaptive_kl_coefficient(1.0, jnp.array([0.03, 0.01, 0.005]), target_kl=0.01)
       >>> print([round(float(v), 3) for v in new])
       [2.0, 1.0, 0.5]
@@ -263,6 +267,7 @@ def approx_kl(log_probs, old_log_probs):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> kl = pgkit.approx_kl(jnp.log(jnp.array([1.0, 2.0, 0.5])), jnp.zeros(3))
       >>> print([round(float(v), 4) for v in kl])
       [0.0, 0.3069, 0.1931]
@@ -293,6 +298,7 @@ def clip_fraction(log_probs, old_log_probs, *, clip_eps):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> c = pgkit.clip_fraction(jnp.log(jnp.array([1.0, 1.5, 0.7])), jnp.zeros(3),
       ...                         clip_eps=0.2)
       >>> print([float(v) for v in c])

@@ -194,6 +194,7 @@ def reward_to_go(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> rewards = jnp.array([1.0, 1.0, 1.0, 1.0])
       >>> discounts = jnp.array([0.5, 0.0, 0.5, 0.5])  # step 1 terminates
       >>> dones = jnp.array([0, 1, 0, 0])
@@ -262,6 +263,7 @@ def episode_returns(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> rewards = jnp.array([1.0, 2.0, 3.0, 4.0])
       >>> discounts = jnp.array([0.5, 0.0, 0.5, 0.5])
       >>> dones = jnp.array([0, 1, 0, 0])
@@ -311,6 +313,7 @@ def td_errors(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> print(pgkit.td_errors(jnp.array([1.0, 1.0]), jnp.array([0.9, 0.0]),
       ...                       jnp.array([2.0, 2.0]), jnp.array([10.0, 10.0])))
       [ 8. -1.]
@@ -367,6 +370,7 @@ def n_step_returns(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> rewards = jnp.ones(4)
       >>> discounts = jnp.full(4, 0.5)
       >>> dones = jnp.zeros(4)
@@ -429,6 +433,7 @@ def lambda_returns(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> rewards = jnp.ones(3)
       >>> discounts = jnp.array([0.5, 0.5, 0.5])
       >>> dones = jnp.array([0, 0, 1])  # step 2 is truncated: it bootstraps
@@ -508,6 +513,7 @@ def gae(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> out = pgkit.gae(jnp.ones(3), jnp.full(3, 0.5), jnp.array([0, 0, 1]),
       ...                 jnp.zeros(3), jnp.zeros(3), lambda_=1.0)
       >>> print(out.advantages)

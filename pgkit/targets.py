@@ -68,6 +68,7 @@ def polyak_update(online_params, target_params, *, tau):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> new = pgkit.polyak_update({"w": jnp.ones(2)}, {"w": jnp.zeros(2)}, tau=0.1)
       >>> print(new["w"])
       [0.1 0.1]
@@ -111,6 +112,7 @@ def periodic_update(online_params, target_params, *, step, period):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> online, target = {"w": jnp.ones(2)}, {"w": jnp.zeros(2)}
       >>> print(pgkit.periodic_update(online, target, step=3, period=4)["w"],
       ...       pgkit.periodic_update(online, target, step=8, period=4)["w"])

@@ -31,14 +31,26 @@ __all__ = [
 
 
 class TraceUpdate(NamedTuple):
-    """One TD(λ) step: the new ``trace`` and the ascent ``increment`` δ·e (pytrees like the parameters)."""
+    """One TD(λ) step.
+
+    Attributes:
+      trace: e_t, the new trace, a pytree with the structure and leaf shapes of the parameters.
+      increment: δ_t e_t, the ascent increment, a pytree with the structure of ``trace``.
+    """
 
     trace: object
     increment: object
 
 
 class ActorCriticTraceUpdate(NamedTuple):
-    """One actor-critic step with traces: new critic/actor traces and their ascent increments δ·e."""
+    """One actor-critic step with traces.
+
+    Attributes:
+      critic_trace: z^w_t, a pytree with the structure and leaf shapes of the critic parameters.
+      actor_trace: z^θ_t, a pytree with the structure and leaf shapes of the actor parameters.
+      critic_increment: δ_t z^w_t, a pytree with the structure of ``critic_trace``.
+      actor_increment: δ_t z^θ_t, a pytree with the structure of ``actor_trace``.
+    """
 
     critic_trace: object
     actor_trace: object
@@ -96,6 +108,7 @@ def accumulating_trace(trace, gradient, *, discount, lambda_):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> e = pgkit.accumulating_trace({"w": jnp.ones(2)}, {"w": jnp.array([1.0, 0.0])},
       ...                              discount=0.9, lambda_=0.5)
       >>> print(e["w"])
@@ -138,6 +151,7 @@ def replacing_trace(trace, features, *, discount, lambda_):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> e = pgkit.replacing_trace(jnp.array([1.0, 1.0]), jnp.array([1.0, 0.0]),
       ...                           discount=0.9, lambda_=0.5)
       >>> print(e)
@@ -163,7 +177,7 @@ def td_lambda_update(trace, gradient, td_error, *, discount, lambda_):
 
     Args:
       trace: e_{t−1}, pytree (zeros at the start).
-      gradient: ∇_w v(s_t), same structure and shapes.
+      gradient: ∇_w v(s_t), same structure and shapes as ``trace``.
       td_error: δ_t, scalar or leading batch shape ``[*E]`` (its gradient is not used).
       discount: decay of the incoming trace, ``discounts[t−1]·(1 − dones[t−1])`` (traced).
       lambda_: λ ∈ [0, 1] (traced).
@@ -176,6 +190,7 @@ def td_lambda_update(trace, gradient, td_error, *, discount, lambda_):
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> out = pgkit.td_lambda_update(jnp.zeros(2), jnp.array([1.0, 2.0]), 0.5,
       ...                              discount=0.0, lambda_=0.9)
       >>> print(out.trace, out.increment)
@@ -217,13 +232,15 @@ def td_lambda_actor_critic_update(
       lambda_actor: λ^θ ∈ [0, 1] (traced).
 
     Returns:
-      ``ActorCriticTraceUpdate(critic_trace, actor_trace, critic_increment, actor_increment)``.
+      ``ActorCriticTraceUpdate(critic_trace, actor_trace, critic_increment, actor_increment)``:
+      pytrees with the structure of ``critic_trace`` (critic) and ``actor_trace`` (actor).
 
     Gradients:
       None: ``td_error`` is stopped; this is an update rule, not a loss.
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import pgkit
       >>> out = pgkit.td_lambda_actor_critic_update(
       ...     jnp.ones(1), jnp.ones(1), jnp.ones(1), jnp.full(1, 2.0), 0.5,
       ...     discount=0.9, lambda_critic=1.0, lambda_actor=0.0)
