@@ -1,5 +1,9 @@
 """DDPG recipe: learns Pendulum-v1, bit-identical reruns, warm-up gating, and the off-policy
-machinery it shares with TD3 and SAC (interaction loop, episode semantics, replay)."""
+machinery it shares with TD3 and SAC (interaction loop, episode semantics, replay).
+
+The short learning configuration ``SMALL`` and the helpers ``assert_bit_identical``,
+``check_reruns_and_resume_are_bit_identical`` and ``members_differ`` serve the TD3 and SAC
+tests too."""
 
 import jax
 import jax.numpy as jnp
@@ -41,14 +45,59 @@ def test_ddpg_learns_pendulum(run):
         assert np.isfinite(values).all(), name
 
 
-def test_same_key_gives_bit_identical_chunk(run):
-    again = experiment.train(
-        "ddpg", env="Pendulum-v1", seeds=SEEDS, seed=0, config=CONFIG, log=None, stop_after_chunks=1
+# A short run that learns over several chunks: 600 updates in 6 chunks of 100, one gradient step
+# per update from update 99 on (small networks and minibatches: it compiles in about 10 s).
+SMALL = {
+    "total_steps": 600,
+    "learning_starts": 100,
+    "batch_size": 32,
+    "buffer_size": 600,
+    "hidden_sizes": (16, 16),
+}
+SMALL_CHUNK = 100
+
+
+def assert_bit_identical(a, b):
+    """Two RunResults hold the same metrics and the same final state, every array leaf bit for bit."""
+    assert a.metrics.keys() == b.metrics.keys()
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=f"metric {name}")
+    assert jax.tree.structure(a.state) == jax.tree.structure(b.state)
+    for (path, x), y in zip(jax.tree.leaves_with_path(a.state), jax.tree.leaves(b.state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"state{jax.tree_util.keystr(path)}")
+
+
+def members_differ(tree) -> bool:
+    """Whether member 0 and member 1 of a tree with a leading member axis differ anywhere."""
+    return any(not np.array_equal(np.asarray(x)[0], np.asarray(x)[1]) for x in jax.tree.leaves(tree))
+
+
+def check_reruns_and_resume_are_bit_identical(tmp_path, recipe: str, **kwargs):
+    """Train twice with the same key, and once interrupted after 2 chunks and resumed: all equal.
+
+    ``kwargs`` go to ``experiment.train`` (two seeds unless given); returns the first run.
+    """
+    kwargs = {"seeds": 2, "seed": 0, "log": None, **kwargs}
+    first = experiment.train(recipe, **kwargs)
+    assert_bit_identical(first, experiment.train(recipe, **kwargs))
+    part = experiment.train(recipe, **kwargs, out=tmp_path / "run", stop_after_chunks=2)
+    updates = first.metrics["episode_return"].shape[1]
+    assert 0 < part.metrics["episode_return"].shape[1] < updates  # really interrupted
+    assert_bit_identical(first, experiment.resume(tmp_path / "run", log=None))
+    return first
+
+
+def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path):
+    run = check_reruns_and_resume_are_bit_identical(
+        tmp_path, "ddpg", env="Pendulum-v1", config=SMALL, chunk=SMALL_CHUNK
     )
-    length = again.metrics["episode_return"].shape[1]
-    assert 0 < length < run.metrics["episode_return"].shape[1]
-    for name, values in again.metrics.items():
-        np.testing.assert_array_equal(values, run.metrics[name][:, :length], err_msg=name)
+    # the compared runs learn in 5 of their 6 chunks: one gradient step per update from update
+    # learning_starts - 1 on, and the seeds end with different networks
+    first_learning = SMALL["learning_starts"] - 1
+    np.testing.assert_array_equal(run.state.critic_opt.count, SMALL["total_steps"] - first_learning)
+    np.testing.assert_array_equal(run.state.actor_opt.count, SMALL["total_steps"] - first_learning)
+    assert (run.metrics["critic_loss"][:, first_learning:] > 0).all()
+    assert members_differ(run.state.networks) and members_differ(run.state.targets)
 
 
 def test_no_gradient_steps_before_learning_starts(run):

@@ -9,6 +9,11 @@ import pytest
 import pgkit
 from pgkit import experiment, nn
 from recipes import sac
+from test_recipe_ddpg import (
+    SMALL,
+    check_reruns_and_resume_are_bit_identical,
+    members_differ,
+)
 
 # The documented learning-test configurations (see the recipe's module docstring).
 PENDULUM = {
@@ -50,14 +55,25 @@ def test_sac_learns_pendulum(pendulum):
         assert np.isfinite(values).all(), name
 
 
-def test_same_key_gives_bit_identical_chunk(pendulum):
-    again = experiment.train(
-        "sac", env="Pendulum-v1", seeds=SEEDS, seed=0, config=PENDULUM, log=None, stop_after_chunks=1
+# tests/test_recipe_ddpg.py's short learning run (600 updates in 6 chunks of 100, one gradient
+# step per update from update 99 on), on both action spaces.
+SMALL_CHUNK = 100
+SMALL_RUNS = [("Pendulum-v1", {}), ("CartPole-v1", CARTPOLE_HPARAMS)]
+
+
+@pytest.mark.parametrize("env, hparams", SMALL_RUNS)
+def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path, env, hparams):
+    run = check_reruns_and_resume_are_bit_identical(
+        tmp_path, "sac", env=env, config=SMALL, hparams=hparams, chunk=SMALL_CHUNK
     )
-    length = again.metrics["episode_return"].shape[1]
-    assert 0 < length < pendulum.metrics["episode_return"].shape[1]
-    for name, values in again.metrics.items():
-        np.testing.assert_array_equal(values, pendulum.metrics[name][:, :length], err_msg=name)
+    # the compared runs learn in 5 of their 6 chunks, temperature included, and the seeds end
+    # with different networks
+    first_learning = SMALL["learning_starts"] - 1
+    for optimizer in (run.state.critic_opt, run.state.actor_opt, run.state.alpha_opt):
+        np.testing.assert_array_equal(optimizer.count, SMALL["total_steps"] - first_learning)
+    assert (run.metrics["critic_loss"][:, first_learning:] > 0).all()
+    assert (run.metrics["alpha"][:, -1] != 1.0).all()
+    assert members_differ(run.state.actor) and members_differ(run.state.target_critic)
 
 
 def test_temperature_is_tuned_after_warm_up(pendulum):

@@ -7,6 +7,11 @@ import pytest
 
 from pgkit import experiment
 from recipes import td3
+from test_recipe_ddpg import (
+    SMALL,
+    check_reruns_and_resume_are_bit_identical,
+    members_differ,
+)
 
 # The documented learning-test configuration (see the recipe's module docstring).
 CONFIG = {
@@ -38,14 +43,20 @@ def test_td3_learns_pendulum(run):
         assert np.isfinite(values).all(), name
 
 
-def test_same_key_gives_bit_identical_chunk(run):
-    again = experiment.train(
-        "td3", env="Pendulum-v1", seeds=SEEDS, seed=0, config=CONFIG, log=None, stop_after_chunks=1
+# tests/test_recipe_ddpg.py's short learning run: 300 updates of 2 steps in 6 chunks of 50,
+# learning from update 49 on (two critic steps and one actor step per update).
+SMALL_CHUNK = 50
+
+
+def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path):
+    run = check_reruns_and_resume_are_bit_identical(
+        tmp_path, "td3", env="Pendulum-v1", config=SMALL, chunk=SMALL_CHUNK
     )
-    length = again.metrics["episode_return"].shape[1]
-    assert 0 < length < run.metrics["episode_return"].shape[1]
-    for name, values in again.metrics.items():
-        np.testing.assert_array_equal(values, run.metrics[name][:, :length], err_msg=name)
+    # the compared runs learn in 5 of their 6 chunks, and the seeds end with different networks
+    learning_updates = SMALL["total_steps"] // 2 - (SMALL["learning_starts"] // 2 - 1)
+    np.testing.assert_array_equal(run.state.critic_opt.count, 2 * learning_updates)
+    np.testing.assert_array_equal(run.state.actor_opt.count, learning_updates)
+    assert members_differ(run.state.networks) and members_differ(run.state.targets)
 
 
 def test_actor_and_targets_update_once_per_policy_delay(run):
