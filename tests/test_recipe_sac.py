@@ -12,7 +12,9 @@ from recipes import sac
 from test_recipe_ddpg import (
     SMALL,
     check_reruns_and_resume_are_bit_identical,
+    check_warm_up_actions_are_uniform,
     members_differ,
+    sharpen,
 )
 
 # The documented learning-test configurations (see the recipe's module docstring).
@@ -56,7 +58,8 @@ def test_sac_learns_pendulum(pendulum):
 
 
 # tests/test_recipe_ddpg.py's short learning run (600 updates in 6 chunks of 100, one gradient
-# step per update from update 99 on), on both action spaces.
+# step per update from update 99 on), on both action spaces; one compiled program per
+# environment for the tests here that use it.
 SMALL_CHUNK = 100
 SMALL_RUNS = [("Pendulum-v1", {}), ("CartPole-v1", CARTPOLE_HPARAMS)]
 
@@ -74,6 +77,13 @@ def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path, env, hpa
     assert (run.metrics["critic_loss"][:, first_learning:] > 0).all()
     assert (run.metrics["alpha"][:, -1] != 1.0).all()
     assert members_differ(run.state.actor) and members_differ(run.state.target_critic)
+
+
+@pytest.mark.parametrize("env, hparams", SMALL_RUNS)
+def test_warm_up_actions_are_uniform_over_the_action_space(env, hparams):
+    check_warm_up_actions_are_uniform(
+        sac, env, SMALL, SMALL_CHUNK, hparams=hparams, sharpened=lambda s: s._replace(actor=sharpen(s.actor))
+    )
 
 
 def test_temperature_is_tuned_after_warm_up(pendulum):

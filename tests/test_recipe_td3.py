@@ -10,7 +10,9 @@ from recipes import td3
 from test_recipe_ddpg import (
     SMALL,
     check_reruns_and_resume_are_bit_identical,
+    check_warm_up_actions_are_uniform,
     members_differ,
+    sharpen,
 )
 
 # The documented learning-test configuration (see the recipe's module docstring).
@@ -57,6 +59,13 @@ def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path):
     np.testing.assert_array_equal(run.state.critic_opt.count, 2 * learning_updates)
     np.testing.assert_array_equal(run.state.actor_opt.count, learning_updates)
     assert members_differ(run.state.networks) and members_differ(run.state.targets)
+
+
+def test_warm_up_actions_are_uniform_over_the_box():
+    check_warm_up_actions_are_uniform(
+        td3, "Pendulum-v1", SMALL, SMALL_CHUNK,
+        sharpened=lambda s: s._replace(networks=s.networks._replace(actor=sharpen(s.networks.actor))),
+    )
 
 
 def test_actor_and_targets_update_once_per_policy_delay(run):
