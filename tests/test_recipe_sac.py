@@ -59,9 +59,13 @@ def test_sac_learns_pendulum(pendulum):
 
 # tests/test_recipe_ddpg.py's short learning run (600 updates in 6 chunks of 100, one gradient
 # step per update from update 99 on), on both action spaces; one compiled program per
-# environment for the tests here that use it.
+# environment for every test here that runs two members (seeds, or settings of a sweep).
 SMALL_CHUNK = 100
 SMALL_RUNS = [("Pendulum-v1", {}), ("CartPole-v1", CARTPOLE_HPARAMS)]
+
+
+def small_run(env, **kwargs):
+    return experiment.train("sac", env=env, config=SMALL, chunk=SMALL_CHUNK, log=None, **kwargs)
 
 
 @pytest.mark.parametrize("env, hparams", SMALL_RUNS)
@@ -84,6 +88,38 @@ def test_warm_up_actions_are_uniform_over_the_action_space(env, hparams):
     check_warm_up_actions_are_uniform(
         sac, env, SMALL, SMALL_CHUNK, hparams=hparams, sharpened=lambda s: s._replace(actor=sharpen(s.actor))
     )
+
+
+@pytest.mark.parametrize("env, hparams, scale_name, scale, target_entropy", [
+    ("Pendulum-v1", {}, "target_entropy_scale", 3.0, -3.0 * 1),  # -scale*|A|, |A| = 1 action dimension
+    ("CartPole-v1", CARTPOLE_HPARAMS, "discrete_target_entropy_scale", 0.5, 0.5 * np.log(2)),  # scale*log|A|
+])
+def test_temperature_loss_uses_the_target_entropy(env, hparams, scale_name, scale, target_entropy):
+    # Two members with one key, whose target entropies are 0 and H: the same until the first
+    # temperature step, whose losses -log(alpha)*(log pi + H) (continuous) or
+    # log(alpha)*(entropy - H) (discrete) differ by -log(alpha)*H.
+    alpha_init = float(np.exp(2.0))
+    result = small_run(env, seeds=1, hparams={**hparams, "alpha_init": alpha_init}, sweep={scale_name: [0.0, scale]})
+    first_learning = SMALL["learning_starts"] - 1
+    alpha_loss = result.metrics["alpha_loss"][:, first_learning]
+    log_alpha = float(np.log(np.float32(alpha_init)))
+    np.testing.assert_allclose(-(alpha_loss[1] - alpha_loss[0]) / log_alpha, target_entropy, rtol=1e-5)
+    for name in ("critic_loss", "actor_loss"):  # the same batch and networks up to that step
+        assert result.metrics[name][0, first_learning] == result.metrics[name][1, first_learning], name
+
+
+def test_without_autotune_alpha_stays_fixed():
+    alpha_init = 0.3
+    result = experiment.train(
+        "sac", env="Pendulum-v1", seeds=1, config={**SMALL, "autotune": False}, hparams={"alpha_init": alpha_init},
+        chunk=SMALL_CHUNK, log=None,
+    )
+    np.testing.assert_array_equal(result.metrics["alpha"], np.float32(alpha_init))
+    np.testing.assert_array_equal(result.metrics["alpha_loss"], 0.0)
+    np.testing.assert_array_equal(result.state.log_alpha, jnp.log(jnp.float32(alpha_init)))
+    np.testing.assert_array_equal(result.state.alpha_opt.count, 0)
+    # while the actor and critics learn
+    np.testing.assert_array_equal(result.state.critic_opt.count, SMALL["total_steps"] - SMALL["learning_starts"] + 1)
 
 
 def test_temperature_is_tuned_after_warm_up(pendulum):

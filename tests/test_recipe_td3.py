@@ -9,6 +9,7 @@ from pgkit import experiment
 from recipes import td3
 from test_recipe_ddpg import (
     SMALL,
+    assert_bit_identical,
     check_reruns_and_resume_are_bit_identical,
     check_warm_up_actions_are_uniform,
     members_differ,
@@ -50,6 +51,11 @@ def test_td3_learns_pendulum(run):
 SMALL_CHUNK = 50
 
 
+def small_run(**kwargs):
+    """Two members (seeds, or settings of a sweep): one compiled program for every test here."""
+    return experiment.train("td3", env="Pendulum-v1", config=SMALL, chunk=SMALL_CHUNK, log=None, **kwargs)
+
+
 def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path):
     run = check_reruns_and_resume_are_bit_identical(
         tmp_path, "td3", env="Pendulum-v1", config=SMALL, chunk=SMALL_CHUNK
@@ -66,6 +72,26 @@ def test_warm_up_actions_are_uniform_over_the_box():
         td3, "Pendulum-v1", SMALL, SMALL_CHUNK,
         sharpened=lambda s: s._replace(networks=s.networks._replace(actor=sharpen(s.networks.actor))),
     )
+
+
+def test_target_policy_smoothing_reaches_the_critic_targets():
+    # members share a key and differ only in the smoothing noise: without noise (sigma = 0, or
+    # its clip c = 0) the runs are bit-identical; with it the first critic targets already differ
+    default = small_run(seeds=1, sweep={"policy_noise": [0.0, 0.2]})  # c = 0.5
+    clipped = small_run(seeds=1, hparams={"noise_clip": 0.0}, sweep={"policy_noise": [0.0, 0.2]})
+    member = lambda result, i: result._replace(
+        state=jax.tree.map(lambda x: x[i], result.state),
+        metrics={name: values[i] for name, values in result.metrics.items()},
+    )
+    without_noise = member(default, 0)
+    assert_bit_identical(without_noise, member(clipped, 0))
+    assert_bit_identical(without_noise, member(clipped, 1))
+    first_learning = SMALL["learning_starts"] // 2 - 1
+    critic_loss = default.metrics["critic_loss"]
+    np.testing.assert_array_equal(critic_loss[:, :first_learning], 0.0)
+    assert critic_loss[0, first_learning] > 0 and critic_loss[1, first_learning] > 0
+    assert critic_loss[0, first_learning] != critic_loss[1, first_learning]
+    assert members_differ(default.state.networks.critic)
 
 
 def test_actor_and_targets_update_once_per_policy_delay(run):
