@@ -11,3 +11,8 @@ os.environ["PGKIT_CACHE_DIR"] = ""
 # measured numbers in the learning tests are single-device runs. Tests of sharding set their own.
 _flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
 os.environ["XLA_FLAGS"] = " ".join([*_flags, "--xla_force_host_platform_device_count=1"])
+
+# What the driver does (bit-identical random numbers, faster compiles): the whole suite gets it.
+from pgkit import experiment  # noqa: E402  (after the environment above is set)
+
+experiment.use_unrolled_threefry()

@@ -195,6 +195,32 @@ def test_compilation_cache_stores_programs_in_its_directory(tmp_path):
     assert any(tmp_path.iterdir()), "nothing was written to the cache directory"
 
 
+def test_unrolled_threefry_gives_the_same_random_numbers():
+    def draws(key):  # every way the recipes draw: split, fold_in, normal, uniform, categorical, permutation
+        a, b = jax.random.split(jax.random.fold_in(key, 3))
+        return (
+            jax.random.split(a, 5),
+            jax.random.normal(a, (7, 3)),
+            jax.random.uniform(b, (11,), minval=-2.0, maxval=2.0),
+            jax.random.categorical(b, jnp.log(jnp.array([0.2, 0.3, 0.5])), shape=(64,)),
+            jax.random.permutation(a, 512),
+        )
+
+    keys = jax.random.split(jax.random.PRNGKey(42), 3)
+    try:
+        assert experiment.use_unrolled_threefry(False)
+        rolled_text = jax.jit(jax.vmap(draws)).lower(keys).as_text()
+        rolled = jax.jit(jax.vmap(lambda k: draws(k)))(keys)
+        assert experiment.use_unrolled_threefry(True)
+        unrolled_text = jax.jit(jax.vmap(draws)).lower(keys).as_text()
+        unrolled = jax.jit(jax.vmap(lambda k: draws(k)))(keys)
+    finally:
+        experiment.use_unrolled_threefry(True)  # as tests/conftest.py leaves it
+    assert "stablehlo.while" in rolled_text and "stablehlo.while" not in unrolled_text  # the hook took effect
+    for r, u in zip(rolled, unrolled, strict=True):
+        np.testing.assert_array_equal(np.asarray(r), np.asarray(u))
+
+
 def test_non_finite_metrics_are_reported():
     with pytest.raises(experiment.NonFiniteError, match="'value_loss'.*update 7"):
         experiment._check_finite({"value_loss": np.array([[1.0, np.nan], [1.0, 2.0]])}, 6)
