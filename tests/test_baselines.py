@@ -305,51 +305,67 @@ def test_every_public_name_is_covered():
 JIT_ROUNDS_DIFFERENTLY = {"optimal_baseline", "optimal_baseline_scalar", "expected_q_baseline"}
 
 
-def test_jit_vmap_and_batch_invariance():
-    """vmap over a leading axis of M independent groups, a loop over the groups and one direct
-    call on the whole [M, N] batch give bit-identical numbers, eager or jitted; jit against eager
-    is bit-identical too except for the weighted sums (see above)."""
+def _invariance_cases():
     key_a, key_b = jax.random.split(jax.random.key(8))
     returns = jax.random.normal(key_a, (3, 5))  # [M groups, N samples]
     scores = jax.random.normal(key_b, (3, 5, 2))
-
-    per_group = {  # one group's samples [N] (and scores [N, P]) -> the function's output
-        "mean_baseline": (pgkit.mean_baseline, (returns,)),
-        "leave_one_out_baseline": (pgkit.leave_one_out_baseline, (returns,)),
-        "optimal_baseline": (pgkit.optimal_baseline, (scores, returns)),
-        "optimal_baseline_scalar": (
-            functools.partial(pgkit.optimal_baseline, per_parameter=False), (scores, returns)
+    # name: (fn on one group's samples [N] (and scores [N, P]), its arguments with a leading [M]
+    # axis, the same numbers from one call on the whole batch where the API allows it, an oracle)
+    return {
+        "mean_baseline": (
+            pgkit.mean_baseline, (returns,), lambda r: pgkit.mean_baseline(r, axis=1),
+            np.broadcast_to(np.asarray(returns).mean(1, keepdims=True), returns.shape),
         ),
-        "value_loss": (pgkit.value_loss, (returns, returns[::-1])),
-        "expected_q_baseline": (pgkit.expected_q_baseline, (jax.nn.softmax(scores), scores)),
+        "leave_one_out_baseline": (
+            pgkit.leave_one_out_baseline, (returns,), lambda r: pgkit.leave_one_out_baseline(r, axis=1),
+            np_leave_one_out(returns, 1),
+        ),
+        "optimal_baseline": (
+            pgkit.optimal_baseline, (scores, returns), None,
+            np.stack([np_optimal_baseline(s, r, True) for s, r in zip(scores, returns)]),
+        ),
+        "optimal_baseline_scalar": (
+            functools.partial(pgkit.optimal_baseline, per_parameter=False), (scores, returns), None,
+            [np_optimal_baseline(s, r, False) for s, r in zip(scores, returns)],
+        ),
+        "value_loss": (
+            pgkit.value_loss, (returns, returns[::-1]), pgkit.value_loss,
+            0.5 * (np.asarray(returns) - np.asarray(returns[::-1])) ** 2,
+        ),
+        "expected_q_baseline": (
+            pgkit.expected_q_baseline, (jax.nn.softmax(scores), scores), pgkit.expected_q_baseline, None,
+        ),
     }
-    whole_batch = {  # the same numbers from one call on the whole batch, where the API allows it
-        "mean_baseline": lambda r: pgkit.mean_baseline(r, axis=1),
-        "leave_one_out_baseline": lambda r: pgkit.leave_one_out_baseline(r, axis=1),
-        "value_loss": pgkit.value_loss,
-        "expected_q_baseline": pgkit.expected_q_baseline,
-    }
-    oracles = {
-        "mean_baseline": np.broadcast_to(np.asarray(returns).mean(1, keepdims=True), returns.shape),
-        "leave_one_out_baseline": np_leave_one_out(returns, 1),
-        "optimal_baseline": np.stack([np_optimal_baseline(s, r, True) for s, r in zip(scores, returns)]),
-        "optimal_baseline_scalar": [np_optimal_baseline(s, r, False) for s, r in zip(scores, returns)],
-        "value_loss": 0.5 * (np.asarray(returns) - np.asarray(returns[::-1])) ** 2,
-    }
-    for name, (fn, args) in per_group.items():
-        looped = jnp.stack([fn(*(a[i] for a in args)) for i in range(3)])  # eager, group by group
-        jit_looped = jnp.stack([jax.jit(fn)(*(a[i] for a in args)) for i in range(3)])
-        np.testing.assert_array_equal(jax.vmap(fn)(*args), looped, err_msg=name)
-        np.testing.assert_array_equal(jax.jit(jax.vmap(fn))(*args), jit_looped, err_msg=name)
-        if name in whole_batch:
-            np.testing.assert_array_equal(whole_batch[name](*args), looped, err_msg=name)
-            np.testing.assert_array_equal(jax.jit(whole_batch[name])(*args), jit_looped, err_msg=name)
-        if name in JIT_ROUNDS_DIFFERENTLY:
-            ref.assert_equal_up_to_rounding(jit_looped, looped, ulps=8)
-        else:
-            np.testing.assert_array_equal(jit_looped, looped, err_msg=name)
-        if name in oracles:
-            np.testing.assert_allclose(looped, oracles[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+INVARIANCE_NAMES = (
+    "mean_baseline", "leave_one_out_baseline", "optimal_baseline", "optimal_baseline_scalar",
+    "value_loss", "expected_q_baseline",
+)
+
+
+@pytest.mark.parametrize("name", INVARIANCE_NAMES)
+def test_jit_vmap_and_batch_invariance(name):
+    """vmap over a leading axis of M independent groups, a loop over the groups and one direct
+    call on the whole [M, N] batch give bit-identical numbers, eager or jitted; jit against eager
+    is bit-identical too except for the weighted sums (see above)."""
+    cases = _invariance_cases()
+    assert sorted(cases) == sorted(INVARIANCE_NAMES)
+    fn, args, whole_batch, oracle = cases[name]
+    looped = jnp.stack([fn(*(a[i] for a in args)) for i in range(3)])  # eager, group by group
+    jitted = jax.jit(fn)
+    jit_looped = jnp.stack([jitted(*(a[i] for a in args)) for i in range(3)])
+    np.testing.assert_array_equal(jax.vmap(fn)(*args), looped)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(fn))(*args), jit_looped)
+    if whole_batch is not None:
+        np.testing.assert_array_equal(whole_batch(*args), looped)
+        np.testing.assert_array_equal(jax.jit(whole_batch)(*args), jit_looped)
+    if name in JIT_ROUNDS_DIFFERENTLY:
+        ref.assert_equal_up_to_rounding(jit_looped, looped, ulps=8)
+    else:
+        np.testing.assert_array_equal(jit_looped, looped)
+    if oracle is not None:
+        np.testing.assert_allclose(looped, oracle, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_input_raises_value_errors_naming_the_argument():
