@@ -271,7 +271,7 @@ def sac_actor_loss(q_values, log_probs, *, alpha):
       https://arxiv.org/abs/1801.01290.
     """
     _check_same_shape("q_values", q_values, log_probs=log_probs)
-    return jax.lax.stop_gradient(alpha) * log_probs - q_values
+    return jax.lax.stop_gradient(jnp.asarray(alpha)) * log_probs - q_values  # a JAX array for NumPy inputs too
 
 
 def sac_temperature_loss(log_alpha, log_probs, *, target_entropy, stop_target_gradients=True):

@@ -434,3 +434,9 @@ def test_bad_shapes_raise():
         pgkit.discrete_sac_actor_loss(p, p, jnp.zeros((4,)), alpha=0.1)
     with pytest.raises(ValueError, match="log_probs"):
         pgkit.discrete_sac_temperature_loss(0.0, p, jnp.zeros((4, 2)), target_entropy=0.5)
+
+
+def test_sac_actor_loss_computes_in_jax_for_numpy_inputs():
+    loss = pgkit.sac_actor_loss(np.array([1.0, 2.0]), np.array([-2.0, -1.0]), alpha=0.3)
+    assert isinstance(loss, jax.Array) and loss.dtype == jnp.float32
+    np.testing.assert_allclose(loss, [0.3 * -2.0 - 1.0, 0.3 * -1.0 - 2.0], rtol=1e-6)
