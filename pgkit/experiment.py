@@ -247,7 +247,11 @@ def _compiled(recipe_module, config, env_name: str, chunk: int):
     def run_chunk(state, hparams):
         return jax.lax.scan(lambda s, _: recipe.update(s, hparams), state, None, length=chunk)
 
-    init = jax.jit(jax.vmap(recipe.init))
+    def strongly_typed_init(key, hparams):  # a restored checkpoint has no weak types: same program
+        state = recipe.init(key, hparams)
+        return jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype) if eqx.is_array(x) else x, state)
+
+    init = jax.jit(jax.vmap(strongly_typed_init))
     chunk_fn = jax.jit(jax.vmap(run_chunk), donate_argnums=0)
     return recipe, init, chunk_fn
 

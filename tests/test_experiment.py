@@ -67,7 +67,13 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     part = small_run(out=tmp_path / "part", stop_after_chunks=1)
     assert part.metrics["episode_return"].shape == (2, 2)
     assert json.loads((tmp_path / "part" / "progress.json").read_text())["updates_done"] == 2
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, fun_name="", **_: compiles.append(fun_name) if event.endswith("backend_compile_duration") else None
+    )
     resumed = experiment.resume(tmp_path / "part", log=None)
+    # the restored state has the types the chunk was compiled for (no weak types): not compiled again
+    assert not [name for name in compiles if "run_chunk" in name], compiles
     for name in whole.metrics:
         np.testing.assert_array_equal(whole.metrics[name], resumed.metrics[name])
     assert tree_equal(whole.state, resumed.state)
