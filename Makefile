@@ -17,7 +17,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
+test-quick: install  # estimators and machinery, no end-to-end training (a few minutes)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
+
 bench: install
 	$(BIN)/python bench/compare.py
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-quick bench

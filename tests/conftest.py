@@ -16,3 +16,22 @@ os.environ["XLA_FLAGS"] = " ".join([*_flags, "--xla_force_host_platform_device_c
 from pgkit import experiment  # noqa: E402  (after the environment above is set)
 
 experiment.use_unrolled_threefry()
+
+
+# `make test-quick` (pytest -m "not slow") leaves out what trains agents end to end: the recipe
+# files, the variance study, and the driver's multi-run equality checks. `make test` runs all.
+_SLOW_FILES = ("test_recipe_", "test_variance_study")
+_SLOW_TESTS = {
+    "test_sharded_run_equals_single_device_run",
+    "test_member_of_vmapped_run_equals_single_run",
+    "test_sweep_is_one_program_and_new_values_do_not_recompile",
+    "test_train_resume_plot_eval_list",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        if item.path.name.startswith(_SLOW_FILES) or item.originalname in _SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
