@@ -286,7 +286,8 @@ def sac_temperature_loss(log_alpha, log_probs, *, target_entropy, stop_target_gr
     Args:
       log_alpha: log α, a scalar parameter (or broadcastable to ``log_probs``).
       log_probs: log π(a|s) of fresh policy samples, shape ``[*B]``.
-      target_entropy: H̄ (traced scalar), e.g. ``default_target_entropy(action_size)``.
+      target_entropy: H̄ (traced scalar). Required, because the loss cannot see |A|: the
+        standard choice −|A| (Haarnoja et al., 2018b) is ``default_target_entropy(action_size)``.
       stop_target_gradients: if True (default), no gradient reaches ``log_probs``.
 
     Returns:
