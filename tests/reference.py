@@ -350,3 +350,29 @@ def assert_equal_up_to_rounding(actual, desired, ulps=8):
     bound = ulps * np.spacing(np.max(np.abs(b)))
     error = np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))
     assert error <= bound, f"differs by {error:.3g} > {ulps} ulps of max |desired| ({bound:.3g})"
+
+
+def assert_time_major_invariance(f, args, *, stream, jit_rounds_differently=False):
+    """``f`` on time-major ``[T, E]`` arrays gives the same numbers every way it can be called.
+
+    Bit for bit: vmap over a leading axis of single streams ``[E, T]`` against the direct
+    ``[T, E]`` call (eager and jitted), and one stream ``[T]`` against its column. Jitted
+    against eager: bit for bit too, or up to rounding where XLA contracts differently
+    (``jit_rounds_differently``; see :func:`assert_equal_up_to_rounding`).
+    """
+    import jax
+
+    def equal(actual, desired):
+        jax.tree_util.tree_map(np.testing.assert_array_equal, actual, desired)
+
+    direct = f(*args)
+    jitted = jax.jit(f)(*args)
+    per_stream = tuple(a.T for a in args)  # [E, T]: a leading batch axis of single streams
+    equal(jax.tree_util.tree_map(lambda x: x.T, jax.vmap(f)(*per_stream)), direct)
+    equal(jax.tree_util.tree_map(lambda x: x.T, jax.jit(jax.vmap(f))(*per_stream)), jitted)
+    equal(jax.tree_util.tree_map(lambda x: x[:, stream], direct), f(*(a[:, stream] for a in args)))
+    if jit_rounds_differently:
+        assert_equal_up_to_rounding(jitted, direct, ulps=8)
+    else:
+        equal(jitted, direct)
+

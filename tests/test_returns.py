@@ -271,29 +271,12 @@ INVARIANCE_FUNCTIONS = {
 JIT_ROUNDS_DIFFERENTLY = {"td_errors", "gae"}
 
 
-def _assert_trees_equal(actual, desired):
-    jax.tree_util.tree_map(np.testing.assert_array_equal, actual, desired)
-
-
 @pytest.mark.parametrize("name", list(INVARIANCE_FUNCTIONS))
 def test_jit_vmap_and_batch_invariance(name):
     f = INVARIANCE_FUNCTIONS[name]
     data = ref.random_rollout(9, T=12, batch_shape=(4,))
     args = _args(data, *FIELDS)  # [T, E]
-    direct = f(*args)
-    jitted = jax.jit(f)(*args)
-    per_stream = tuple(a.T for a in args)  # [E, T]: a leading batch axis of single streams
-    vmapped = jax.tree_util.tree_map(lambda x: x.T, jax.vmap(f)(*per_stream))
-    jit_vmapped = jax.tree_util.tree_map(lambda x: x.T, jax.jit(jax.vmap(f))(*per_stream))
-    single = f(*(a[:, 1] for a in args))  # one stream, shape [T]
-    # vmap over streams and a direct [T, E] call run the same program: bit for bit, eager or jitted.
-    _assert_trees_equal(vmapped, direct)
-    _assert_trees_equal(jit_vmapped, jitted)
-    _assert_trees_equal(jax.tree_util.tree_map(lambda x: x[:, 1], direct), single)
-    if name in JIT_ROUNDS_DIFFERENTLY:
-        ref.assert_equal_up_to_rounding(jitted, direct, ulps=8)
-    else:
-        _assert_trees_equal(jitted, direct)
+    ref.assert_time_major_invariance(f, args, stream=1, jit_rounds_differently=name in JIT_ROUNDS_DIFFERENTLY)
 
 
 def test_no_retrace_when_lambda_changes():
