@@ -51,6 +51,7 @@ def _check_action_shape(batch, **others):
 
 
 def _maybe_stop(x, stop_target_gradients):
+    x = jnp.asarray(x)  # NumPy inputs are computed in JAX too (float32), not returned as NumPy
     return jax.lax.stop_gradient(x) if stop_target_gradients else x
 
 

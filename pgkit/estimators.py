@@ -89,7 +89,7 @@ def score_function_loss(log_probs, weights, *, stop_target_gradients=True):
     _check_broadcasts_to("weights", weights, "log_probs", log_probs)
     if stop_target_gradients:
         weights = jax.lax.stop_gradient(weights)
-    return -log_probs * weights
+    return -jnp.asarray(log_probs) * weights  # a JAX array for NumPy inputs too
 
 
 def reinforce_loss(

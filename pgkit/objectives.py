@@ -40,6 +40,7 @@ def _check_same_shape(fn_name: str, reference_name: str, reference, **others) ->
 
 
 def _maybe_stop(x, stop: bool):
+    x = jnp.asarray(x)  # NumPy inputs are computed in JAX too (float32), not returned as NumPy
     return jax.lax.stop_gradient(x) if stop else x
 
 

@@ -6,6 +6,9 @@ import inspect
 import re
 import types
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import pgkit
@@ -217,3 +220,29 @@ def test_an_example_that_forgets_to_import_pgkit_fails():
     with_import = types.ModuleType("with_import", ">>> import pgkit\n>>> pgkit.__name__\n'pgkit'\n")
     assert run_examples(without).failures == 1
     assert run_examples(with_import).failures == 0
+
+
+_RNG = np.random.default_rng(0)
+_R, _V, _NV = (_RNG.normal(size=(5, 3)) for _ in range(3))  # float64 NumPy, [T, E]
+_D, _LP = np.full((5, 3), 0.9), -np.abs(_RNG.normal(size=(5, 3)))
+_DONES = np.zeros((5, 3), bool)
+_DONES[2, 1] = True
+NUMPY_CALLS = {
+    "td_targets": lambda: pgkit.td_targets(_R, _D, _NV),
+    "q_loss": lambda: pgkit.q_loss(_V, _NV),
+    "sac_temperature_loss": lambda: pgkit.sac_temperature_loss(0.1, _LP, target_entropy=-1.0),
+    "sac_actor_loss": lambda: pgkit.sac_actor_loss(_V, _LP, alpha=0.3),
+    "score_function_loss": lambda: pgkit.score_function_loss(_LP, _R),
+    "clipped_double_q_targets": lambda: pgkit.clipped_double_q_targets(_R, _D, _V, _NV),
+    "soft_q_targets": lambda: pgkit.soft_q_targets(_R, _D, _V, _NV, _LP, alpha=0.2),
+    "ppo_clip_loss": lambda: pgkit.ppo_clip_loss(_LP, 0.9 * _LP, _R, clip_eps=0.2),
+    "value_loss": lambda: pgkit.value_loss(_V, _R),
+    "gae": lambda: pgkit.gae(_R, _D, _DONES, _V, _NV, lambda_=0.9).advantages,
+    "approx_kl": lambda: pgkit.approx_kl(_LP, 0.9 * _LP),
+}
+
+
+@pytest.mark.parametrize("name", list(NUMPY_CALLS))
+def test_numpy_float64_inputs_give_float32_jax_arrays(name):
+    out = NUMPY_CALLS[name]()
+    assert isinstance(out, jax.Array) and out.dtype == jnp.float32, (type(out), getattr(out, "dtype", None))
