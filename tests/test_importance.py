@@ -278,18 +278,13 @@ INVARIANCE_FUNCTIONS = {
     # Normalised over axis 0, the steps of each stream, in a [T] call as in a [T, E] one.
     "self_normalised_weights": lambda r, d, dn, v, nv, lr: pgkit.self_normalised_weights(jnp.exp(lr)),
 }
-# The jitted V-trace rounds differently from the eager one: XLA fuses and contracts the
-# per-step products and sums of its scan body into FMAs (measured: up to 4 ulps of the largest
-# target, about 4.8e-7), so jit is compared with eager to within a few ulps. Everything else is
-# bit-identical.
-JIT_ROUNDS_DIFFERENTLY = {"vtrace"}
 
 
 @pytest.mark.parametrize("name", list(INVARIANCE_FUNCTIONS))
 def test_jit_vmap_and_batch_invariance(name):
     f = INVARIANCE_FUNCTIONS[name]
     args = _args(ref.random_rollout(27, T=12, batch_shape=(4,)), *FIELDS)  # [T, E]
-    ref.assert_time_major_invariance(f, args, stream=2, jit_rounds_differently=name in JIT_ROUNDS_DIFFERENTLY)
+    ref.assert_time_major_invariance(f, args, stream=2)
 
 
 def test_no_retrace_when_float_hyperparameters_change():
