@@ -335,7 +335,9 @@ def use_unrolled_threefry(enable: bool = True) -> bool:
     loop separately. The unrolled form is the one JAX itself uses on GPUs: the same 20 rounds of
     the same uint32 arithmetic, so every random number is bit-identical (tested), and a PPO
     program compiles about 20% faster (docs/benchmarks.md). The driver (:func:`train`,
-    :func:`resume`) turns it on; call it yourself to get the same for your own programs.
+    :func:`resume`) turns it on, again each time it builds a program; call it yourself to get
+    the same for your own programs. JAX registers this rule out of line on GPUs; here it is
+    inlined, which is what was measured.
     Programs already compiled keep their lowering. It needs a private JAX hook; where that is
     gone it does nothing and returns False.
     """
@@ -423,22 +425,25 @@ class _Run:
     def functions(self, length: int):
         return _compiled(self.module, self.config, self.spec["env"], length)
 
-    def compile_first_chunk(self, keys, member_hparams, start: int) -> concurrent.futures.Future:
-        """Compile the first chunk's program on a thread, from the state's shapes alone.
+    def compile_first_chunk(self, keys, member_hparams, start: int) -> concurrent.futures.Future | None:
+        """Start compiling the first chunk's program on a thread (None: no chunk left to run).
 
-        It needs only the shapes (``eval_shape`` of the init), so it overlaps with compiling
-        and running the init: XLA compiles on both threads at once (PPO CartPole, one seed:
-        init + chunk compile 5.2 s -> 4.6 s on 2 cores).
+        Lowering needs only the state's shapes (``eval_shape`` of the init) and runs here, on
+        the caller's thread (JAX's thread-local settings apply); XLA then compiles it while the
+        init compiles and runs, using both cores (PPO CartPole, one seed: init + chunk compile
+        5.2 s -> 4.6 s on 2 cores).
         """
+        if start >= self.num_updates:
+            return None
         _, init, _ = self.functions(self.chunk)
-        length = min(self.chunk, self.num_updates - start) if start < self.num_updates else self.chunk
+        length = min(self.chunk, self.num_updates - start)
         shapes = jax.eval_shape(init, keys, member_hparams)
         sharding = _member_sharding(self.num_members)
         if sharding is not None:
             shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
-        chunk_fn = self.functions(length)[2]
+        lowered = self.functions(length)[2].lower(shapes, member_hparams)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgkit-compile")
-        future = pool.submit(lambda: (length, chunk_fn.lower(shapes, member_hparams).compile()))
+        future = pool.submit(lambda: (length, lowered.compile()))
         pool.shutdown(wait=False)
         return future
 
@@ -648,7 +653,7 @@ def _loop(
         f"{total_steps:,} env steps each, {run.num_updates} updates in chunks of {run.chunk}, "
         f"members on {_devices_used(run.num_members)} of {len(jax.devices())} {jax.default_backend()} device(s)"
     )
-    compiled = dict([first_chunk.result()])  # {length: program}; the init ran meanwhile
+    compiled = {} if first_chunk is None else dict([first_chunk.result()])  # {length: program}
 
     def compiled_chunk(length):
         if length not in compiled:
@@ -656,7 +661,7 @@ def _loop(
             compiled[length] = fn.lower(state, member_hparams).compile()
         return compiled[length]
 
-    run.log(f"compiled in {time.perf_counter() - t_compile:.1f}s")
+    run.log(f"compiled and initialised in {time.perf_counter() - t_compile:.1f}s")
     u, chunks, t_start = start, 0, time.perf_counter()
     while u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks):
         length = min(run.chunk, run.num_updates - u)

@@ -68,10 +68,16 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     assert part.metrics["episode_return"].shape == (2, 2)
     assert json.loads((tmp_path / "part" / "progress.json").read_text())["updates_done"] == 2
     compiles = []
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda event, duration, fun_name="", **_: compiles.append(fun_name) if event.endswith("backend_compile_duration") else None
-    )
-    resumed = experiment.resume(tmp_path / "part", log=None)
+
+    def listener(event, duration, fun_name="", **_):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        resumed = experiment.resume(tmp_path / "part", log=None)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
     # the restored state has the types the chunk was compiled for (no weak types): not compiled again
     assert not [name for name in compiles if "run_chunk" in name], compiles
     for name in whole.metrics:
@@ -213,8 +219,9 @@ def test_unrolled_threefry_gives_the_same_random_numbers():
         )
 
     keys = jax.random.split(jax.random.PRNGKey(42), 3)
+    if not experiment.use_unrolled_threefry(False):
+        pytest.skip("this JAX has no private threefry lowering hook: the driver keeps JAX's default")
     try:
-        assert experiment.use_unrolled_threefry(False)
         rolled_text = jax.jit(jax.vmap(draws)).lower(keys).as_text()
         rolled = jax.jit(jax.vmap(lambda k: draws(k)))(keys)
         assert experiment.use_unrolled_threefry(True)
