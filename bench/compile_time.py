@@ -1,7 +1,8 @@
 """Compile time of one recipe's programs from a cold process, with a digest of the results.
 
 Times what a run pays before its first update: compiling the init (``jit(vmap(init))``) and one
-chunk of updates, both as the driver builds them; then runs a few chunks and prints a digest of
+chunk of updates, the programs the driver builds, here one after the other on one device (the
+driver shards the members and overlaps the two compiles); then runs a few chunks and prints a digest of
 their metrics and of the final state, so that an optimisation can be checked to leave every
 number unchanged. Run it in a fresh process each time (JAX caches compiled programs in-process):
 
