@@ -1,11 +1,6 @@
 """DDPG recipe: learns Pendulum-v1, bit-identical reruns, warm-up gating, and the off-policy
-machinery it shares with TD3 and SAC (interaction loop, episode semantics, replay).
+machinery it shares with TD3 and SAC (interaction loop, episode semantics, replay)."""
 
-The short learning configuration ``SMALL`` and the helpers ``assert_bit_identical``,
-``check_reruns_and_resume_are_bit_identical``, ``members_differ``, ``sharpen`` and
-``check_warm_up_actions_are_uniform`` serve the TD3 and SAC tests too."""
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +9,15 @@ import pytest
 from pgkit import envs, experiment, rollout
 from pgkit.buffers import ReplayBuffer
 from recipes import ddpg
+
+from offpolicy import (
+    SMALL,
+    SMALL_CHUNK,
+    check_reruns_and_resume_are_bit_identical,
+    check_warm_up_actions_are_uniform,
+    members_differ,
+    sharpen,
+)
 
 # The documented learning-test configuration (see the recipe's module docstring): small
 # networks and minibatches so that four seeds train in well under a minute on two CPU cores.
@@ -44,48 +48,6 @@ def test_ddpg_learns_pendulum(run):
     assert returns.mean() >= THRESHOLD, f"final returns per seed {returns}"
     for name, values in run.metrics.items():
         assert np.isfinite(values).all(), name
-
-
-# A short run that learns over several chunks: 600 updates in 6 chunks of 100, one gradient step
-# per update from update 99 on (small networks and minibatches: it compiles in about 10 s).
-SMALL = {
-    "total_steps": 600,
-    "learning_starts": 100,
-    "batch_size": 32,
-    "buffer_size": 600,
-    "hidden_sizes": (16, 16),
-}
-SMALL_CHUNK = 100
-
-
-def assert_bit_identical(a, b):
-    """Two RunResults hold the same metrics and the same final state, every array leaf bit for bit."""
-    assert a.metrics.keys() == b.metrics.keys()
-    for name in a.metrics:
-        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=f"metric {name}")
-    assert jax.tree.structure(a.state) == jax.tree.structure(b.state)
-    for (path, x), y in zip(jax.tree.leaves_with_path(a.state), jax.tree.leaves(b.state)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"state{jax.tree_util.keystr(path)}")
-
-
-def members_differ(tree) -> bool:
-    """Whether member 0 and member 1 of a tree with a leading member axis differ anywhere."""
-    return any(not np.array_equal(np.asarray(x)[0], np.asarray(x)[1]) for x in jax.tree.leaves(tree))
-
-
-def check_reruns_and_resume_are_bit_identical(tmp_path, recipe: str, **kwargs):
-    """Train twice with the same key, and once interrupted after 2 chunks and resumed: all equal.
-
-    ``kwargs`` go to ``experiment.train`` (two seeds unless given); returns the first run.
-    """
-    kwargs = {"seeds": 2, "seed": 0, "log": None, **kwargs}
-    first = experiment.train(recipe, **kwargs)
-    assert_bit_identical(first, experiment.train(recipe, **kwargs))
-    part = experiment.train(recipe, **kwargs, out=tmp_path / "run", stop_after_chunks=2)
-    updates = first.metrics["episode_return"].shape[1]
-    assert 0 < part.metrics["episode_return"].shape[1] < updates  # really interrupted
-    assert_bit_identical(first, experiment.resume(tmp_path / "run", log=None))
-    return first
 
 
 def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path):
@@ -121,73 +83,6 @@ def test_greedy_act_is_the_deterministic_actor(run):
     assert actions.shape == (5, 1)
     np.testing.assert_array_equal(actions, jax.vmap(member.networks.actor)(obs))
     assert bool(jnp.all(jnp.abs(actions) <= 1.0))
-
-
-def assert_uniform_and_independent_of_the_state(actions, obs, env):
-    """``actions`` (the recipe's: ints, or [-1, 1]^A) are uniform over the action space and
-    uncorrelated with ``obs`` ``[n, obs_size]``, each within 4 standard errors.
-
-    Discrete: each action's frequency. Continuous, mapped to the Box as ``VecEnv`` does: the
-    mean, the share of each quarter of [low, high], and the span (the smallest and largest
-    action lie within a fraction t of the width from the bounds, (1 - t)^n = 1e-6).
-    """
-    n = len(obs)
-    if env.discrete:
-        p = 1.0 / env.num_actions
-        frequencies = np.bincount(actions.reshape(n), minlength=env.num_actions) / n
-        np.testing.assert_array_less(np.abs(frequencies - p), 4 * np.sqrt(p * (1 - p) / n))
-        actions = actions.reshape(n, 1).astype(np.float64)
-    else:
-        low, high = env.action_low.astype(np.float64), env.action_high.astype(np.float64)
-        actions = low + 0.5 * (actions.reshape(n, env.action_size) + 1.0) * (high - low)
-        width, t = high - low, 1.0 - 1e-6 ** (1.0 / n)
-        assert np.all((actions >= low) & (actions <= high))
-        np.testing.assert_array_less(actions.min(axis=0), low + t * width)
-        np.testing.assert_array_less(high - t * width, actions.max(axis=0))
-        standard_error = width / np.sqrt(12 * n)
-        np.testing.assert_array_less(np.abs(actions.mean(axis=0) - (low + high) / 2), 4 * standard_error)
-        quarters = np.clip(np.floor(4 * (actions - low) / width), 0, 3).astype(int)
-        for a in range(env.action_size):
-            frequencies = np.bincount(quarters[:, a], minlength=4) / n
-            np.testing.assert_array_less(np.abs(frequencies - 0.25), 4 * np.sqrt(0.25 * 0.75 / n))
-    # independent of the state: a sample correlation has standard error 1/sqrt(n) around 0
-    for a in range(actions.shape[1]):
-        for o in range(obs.shape[1]):
-            correlation = np.corrcoef(actions[:, a], obs[:, o])[0, 1]
-            assert abs(correlation) < 4 / np.sqrt(n), f"action {a} and observation {o}: correlation {correlation}"
-
-
-def sharpen(actor):
-    """The actor with every parameter times 50: near-deterministic, saturated, state-dependent."""
-    return jax.tree.map(lambda x: 50.0 * x if eqx.is_inexact_array(x) else x, actor)
-
-
-def check_warm_up_actions_are_uniform(module, env_name, config, chunk, *, sharpened, hparams=None):
-    """Fill two seeds' buffers with warm-up steps only (the driver's compiled chunk, as in the
-    bit-identity test), from a sharpened actor, and check the stored actions.
-
-    ``sharpened(state)`` returns the state with :func:`sharpen` applied to its actor.
-    ``env_steps`` is set back to 0 before every chunk, so every behaviour action is a warm-up
-    one; ``config["buffer_size"]`` steps per seed are stored.
-    """
-    recipe, init, chunk_fn = experiment._compiled(module, module.Config(**config), env_name, chunk)
-    hp = jax.tree.map(lambda x: jnp.full((2,), x, jnp.float32), module.HParams(**(hparams or {})))
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    state = sharpened(init(keys, hp))
-    steps_per_chunk = chunk * recipe.env_steps_per_update
-    assert steps_per_chunk <= config["learning_starts"] and config["buffer_size"] % steps_per_chunk == 0
-    program = chunk_fn.lower(state, hp).compile()  # as the driver compiles it (cached after a run)
-    for _ in range(config["buffer_size"] // steps_per_chunk):
-        state, _ = program(state._replace(env_steps=jnp.zeros_like(state.env_steps)), hp)
-    assert (np.asarray(state.buffer.size) == config["buffer_size"]).all()
-    obs = np.asarray(state.buffer.data.obs).reshape(-1, recipe.env.observation_size)
-    actions = np.asarray(state.buffer.data.action).reshape(len(obs), -1)
-    assert_uniform_and_independent_of_the_state(actions, obs, recipe.env)
-    # not vacuous: the sharpened actor's own actions on these states fail the same check
-    first = jax.tree.map(lambda x: x[0], sharpened(init(keys, hp)))
-    policy_actions = np.asarray(recipe.act(first, jax.random.key(0), jnp.asarray(obs)))
-    with pytest.raises(AssertionError):
-        assert_uniform_and_independent_of_the_state(policy_actions, obs, recipe.env)
 
 
 def test_warm_up_actions_are_uniform_over_the_box():

@@ -9,8 +9,9 @@ import pytest
 import pgkit
 from pgkit import experiment, nn
 from recipes import sac
-from test_recipe_ddpg import (
+from offpolicy import (
     SMALL,
+    SMALL_CHUNK,
     check_reruns_and_resume_are_bit_identical,
     check_warm_up_actions_are_uniform,
     members_differ,
@@ -57,10 +58,9 @@ def test_sac_learns_pendulum(pendulum):
         assert np.isfinite(values).all(), name
 
 
-# tests/test_recipe_ddpg.py's short learning run (600 updates in 6 chunks of 100, one gradient
-# step per update from update 99 on), on both action spaces; one compiled program per
-# environment for every test here that runs two members (seeds, or settings of a sweep).
-SMALL_CHUNK = 100
+# tests/offpolicy.py's short learning run (600 updates in 6 chunks of 100, one gradient step per
+# update from update 99 on), on both action spaces; one compiled program per environment for
+# every test here that runs two members (seeds, or settings of a sweep).
 SMALL_RUNS = [("Pendulum-v1", {}), ("CartPole-v1", CARTPOLE_HPARAMS)]
 
 

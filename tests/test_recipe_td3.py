@@ -7,7 +7,7 @@ import pytest
 
 from pgkit import experiment
 from recipes import td3
-from test_recipe_ddpg import (
+from offpolicy import (
     SMALL,
     assert_bit_identical,
     check_reruns_and_resume_are_bit_identical,
