@@ -210,7 +210,7 @@ def truncated_weights(
     return _maybe_stop(weights, stop_target_gradients)
 
 
-def self_normalised_weights(weights: ArrayLike, axis: int = 0) -> jax.Array:
+def self_normalised_weights(weights: ArrayLike, *, axis: int = 0) -> jax.Array:
     r"""Self-normalised importance weights: weights divided by their sum along ``axis``.
 
     Equation: w̃_i = w_i / Σ_j w_j, the sum over the samples j along ``axis``. The weighted
