@@ -212,6 +212,15 @@ def test_fractional_update_ratio_that_gives_whole_steps_is_accepted():
     assert ddpg.gradient_steps_per_update(ddpg.Config(num_envs=4, updates_per_step=0.5)) == 2
 
 
+def test_two_updates_per_step_take_two_gradient_steps_per_update():
+    config = {**SMALL, "total_steps": 200, "updates_per_step": 2.0}
+    run = experiment.train("ddpg", env="Pendulum-v1", seeds=1, config=config, log=None)
+    learning_updates = config["total_steps"] - (SMALL["learning_starts"] - 1)
+    np.testing.assert_array_equal(run.state.critic_opt.count, 2 * learning_updates)
+    np.testing.assert_array_equal(run.state.actor_opt.count, 2 * learning_updates)
+    assert np.isfinite(run.metrics["critic_loss"]).all()
+
+
 def test_ornstein_uhlenbeck_exploration_runs_and_restarts_with_each_episode():
     config = ddpg.Config(
         exploration="ornstein_uhlenbeck", learning_starts=8, batch_size=8, buffer_size=256, hidden_sizes=(8,)
