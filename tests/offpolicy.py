@@ -9,6 +9,8 @@ import pytest
 
 from pgkit import experiment
 
+from reference import assert_bit_identical
+
 # A short run that learns over several chunks: 600 updates in 6 chunks of 100, one gradient step
 # per update from update 99 on (small networks and minibatches: it compiles in about 10 s).
 SMALL = {
@@ -19,16 +21,6 @@ SMALL = {
     "hidden_sizes": (16, 16),
 }
 SMALL_CHUNK = 100
-
-
-def assert_bit_identical(a, b):
-    """Two RunResults hold the same metrics and the same final state, every array leaf bit for bit."""
-    assert a.metrics.keys() == b.metrics.keys()
-    for name in a.metrics:
-        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=f"metric {name}")
-    assert jax.tree.structure(a.state) == jax.tree.structure(b.state)
-    for (path, x), y in zip(jax.tree.leaves_with_path(a.state), jax.tree.leaves(b.state)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"state{jax.tree_util.keystr(path)}")
 
 
 def members_differ(tree) -> bool:

@@ -373,3 +373,15 @@ def assert_time_major_invariance(f, args, *, stream):
     equal(jax.tree_util.tree_map(lambda x: x[:, stream], direct), f(*(a[:, stream] for a in args)))
     assert_equal_up_to_rounding(jitted, direct, ulps=8)
 
+
+def assert_bit_identical(a, b):
+    """Two ``experiment.RunResult``s hold the same metrics and the same final state, every array
+    leaf bit for bit (same key, rerun or resumed: the driver's reproducibility promise)."""
+    import jax
+
+    assert a.metrics.keys() == b.metrics.keys()
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=f"metric {name}")
+    assert jax.tree.structure(a.state) == jax.tree.structure(b.state)
+    for (path, x), y in zip(jax.tree.leaves_with_path(a.state), jax.tree.leaves(b.state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"state{jax.tree_util.keystr(path)}")

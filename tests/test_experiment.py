@@ -14,6 +14,8 @@ import pytest
 
 from pgkit import experiment, stats
 
+import reference as ref
+
 # One small PPO configuration shared by every test here, so it compiles once per process.
 SMALL = {"total_steps": 4 * 32 * 6, "num_envs": 4, "num_steps": 32, "epochs": 2, "minibatches": 2}
 
@@ -26,18 +28,9 @@ def small_run(**kwargs):
     return experiment.train("ppo", env="CartPole-v1", **kwargs)
 
 
-def tree_equal(a, b):
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b))
-
-
 def test_same_key_same_result_bit_for_bit():
     first, second = small_run(), small_run()
-    assert first.metrics.keys() == second.metrics.keys()
-    for name in first.metrics:
-        np.testing.assert_array_equal(first.metrics[name], second.metrics[name])
-    assert tree_equal(first.state, second.state)
+    ref.assert_bit_identical(first, second)
     assert first.metrics["episode_return"].shape == (2, 6)
 
 
@@ -80,9 +73,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
         jax.monitoring.unregister_event_duration_listener(listener)
     # the restored state has the types the chunk was compiled for (no weak types): not compiled again
     assert not [name for name in compiles if "run_chunk" in name], compiles
-    for name in whole.metrics:
-        np.testing.assert_array_equal(whole.metrics[name], resumed.metrics[name])
-    assert tree_equal(whole.state, resumed.state)
+    ref.assert_bit_identical(whole, resumed)
     # the CSV on disk holds every update exactly once
     rows = (tmp_path / "part" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 6
