@@ -385,3 +385,10 @@ def assert_bit_identical(a, b):
     assert jax.tree.structure(a.state) == jax.tree.structure(b.state)
     for (path, x), y in zip(jax.tree.leaves_with_path(a.state), jax.tree.leaves(b.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"state{jax.tree_util.keystr(path)}")
+
+
+def assert_trees_close(actual, desired, tol):
+    """Every leaf of ``actual`` within ``tol`` (relative and absolute) of ``desired``'s."""
+    import jax
+
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol), actual, desired)

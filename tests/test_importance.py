@@ -32,12 +32,6 @@ def _args(data, *names):
     return tuple(jnp.asarray(data[n]) for n in names)
 
 
-def _assert_trees_close(actual, desired, tol):
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol), actual, desired
-    )
-
-
 ROLLOUTS = {
     "independent_T16_B3": dict(seed=20, T=16, batch_shape=(3,), consistent=False),
     "consistent_T12_B2x2": dict(seed=21, T=12, batch_shape=(2, 2), consistent=True),
@@ -184,7 +178,7 @@ def test_split_at_done_equals_two_rollouts(name, kind):
         f(*(a[sl] for a in (r, d, dn, v, nv, lr))) for sl in (slice(0, k + 1), slice(k + 1, T))
     ]
     joined = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), *parts)
-    _assert_trees_close(whole, joined, RTOL)
+    ref.assert_trees_close(whole, joined, RTOL)
     no_cut = f(r, np.full(T, 0.9, np.float32), np.zeros(T, np.float32), v, nv, lr)
     assert not np.allclose(jax.tree_util.tree_leaves(no_cut)[0], jax.tree_util.tree_leaves(whole)[0])
 

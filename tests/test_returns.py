@@ -29,12 +29,6 @@ def _args(data, *names):
     return tuple(jnp.asarray(data[n]) for n in names)
 
 
-def _assert_trees_close(actual, desired, tol):
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol), actual, desired
-    )
-
-
 # Two rollouts: one with independent next_values (catches any use of values[t+1] in place of
 # next_values[t]), one consistent (next_values[t] == values[t+1] on continuing steps), with two
 # batch dims. Both have several terminations and truncations per stream.
@@ -218,7 +212,7 @@ def test_split_at_done_equals_two_rollouts(name, kind):
     first = f(r[: k + 1], d[: k + 1], dn[: k + 1], v[: k + 1], nv[: k + 1])
     second = f(r[k + 1 :], d[k + 1 :], dn[k + 1 :], v[k + 1 :], nv[k + 1 :])
     joined = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, second)
-    _assert_trees_close(whole, joined, RTOL)
+    ref.assert_trees_close(whole, joined, RTOL)
     # And the done really cuts: without it the first part would see the second.
     no_cut = f(r, np.full(T, 0.9, np.float32), np.zeros(T, np.float32), v, nv)
     assert not np.allclose(jax.tree_util.tree_leaves(no_cut)[0], jax.tree_util.tree_leaves(whole)[0])
