@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument("--devices", type=int, help="JAX CPU devices (default: one per core, as `pgkit train`)")
     args = parser.parse_args()
-    experiment.use_cpu_cores(args.devices)
+    # as `pgkit train` when one seed count is measured (devices and XLA threads fitted to it)
+    experiment.use_cpu_cores(args.devices, members=args.seeds[0] if len(args.seeds) == 1 else None)
     module = experiment.load_recipe(args.recipe)
     config = {}
     for text in args.set:

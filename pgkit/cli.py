@@ -13,6 +13,7 @@ Bad input gets one line naming the option and what is allowed, and exit status 2
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -150,11 +151,31 @@ def _list(args) -> None:
                 print(f"    {field_name} = {field.default!r}  ({allowed})  {field.metadata['help']}")
 
 
+def _members(args) -> int | None:
+    """How many members (seeds x settings) the command will run, read before JAX starts (None: unknown)."""
+    if args.command == "train":
+        settings = 1
+        for text in args.sweep:
+            settings *= max(1, len([v for v in text.partition("=")[2].split(",") if v]))
+        return max(1, args.seeds) * settings
+    if args.command in ("resume", "eval"):
+        try:
+            spec = json.loads((Path(args.run_dir) / "config.json").read_text())
+            settings = 1
+            for values in spec["sweep"].values():
+                settings *= max(1, len(values))
+            return int(spec["seeds"]) * settings
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # the command reports the bad run directory itself
+    return None
+
+
 def main(argv=None) -> int:
-    experiment.use_cpu_cores()  # one JAX CPU device per core, members sharded over them
     experiment.use_compilation_cache()  # a repeated configuration skips compiling
     try:
         args = _build_parser().parse_args(argv)
+        # one JAX CPU device per core that the members can fill, members sharded over them
+        experiment.use_cpu_cores(members=_members(args))
         if args.command == "train":
             _train(args)
         elif args.command == "resume":

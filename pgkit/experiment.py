@@ -54,6 +54,7 @@ __all__ = [
     "evaluate",
     "use_compilation_cache",
     "use_cpu_cores",
+    "xla_cpu_threads",
 ]
 
 RECIPES_PACKAGE = "recipes"
@@ -257,7 +258,7 @@ def _compiled(recipe_module, config, env_name: str, chunk: int):
     return recipe, init, chunk_fn
 
 
-def use_cpu_cores(count: int | None = None) -> bool:
+def use_cpu_cores(count: int | None = None, *, members: int | None = None) -> bool:
     """Expose ``count`` CPU cores (default: all this process may use) as separate JAX CPU devices.
 
     XLA runs one program on one CPU device mostly on one thread: the small matrices of RL
@@ -268,11 +269,21 @@ def use_cpu_cores(count: int | None = None) -> bool:
     one-device run, and over a run the difference compounds into different (equally valid)
     learning curves: results are reproducible for a given device count, and ``config.json``
     records it (``resume`` warns when it differs). Members are split over the largest number
-    of devices that divides them (17 members on 16 devices run on one).
+    of devices that divides them (17 members on 16 devices run on one); pass ``members`` to make
+    only that many devices.
 
-    It sets ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, which JAX reads once, when
-    it first creates an array (importing gymnax does): call it first thing. It does nothing, and
-    returns False, if JAX has already started or ``XLA_FLAGS`` already sets a device count (so
+    XLA's CPU thread pool gets one thread per device (:func:`xla_cpu_threads`), not one per
+    core: XLA otherwise hands a program's independent kernels and parts of its large sums to
+    idle cores, which changes some results with the machine's core count (TRPO's Fisher
+    products) and, for the small kernels of RL networks, costs more than it gains (PPO CartPole-v1
+    at one seed on 2 cores: 1.2x the env-steps/s with one thread). So with ``members=1`` a run
+    gets one device and one thread. A single member with wide networks loses the idle cores
+    (SAC's 256x256 defaults at one seed: 1.5x slower on 2 cores); leave ``members`` out (a
+    device per core, a thread per core) or set ``XLA_FLAGS`` (below) to keep XLA's own pool.
+
+    It sets ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` and starts JAX's
+    backends (XLA reads both once): call it first thing. It does nothing, and returns False, if
+    JAX has already started or ``XLA_FLAGS`` already sets a device count (so
     ``XLA_FLAGS=--xla_force_host_platform_device_count=1`` turns it off). GPU devices are not
     affected.
     """
@@ -280,11 +291,52 @@ def use_cpu_cores(count: int | None = None) -> bool:
         count = _usable_cores()
     if count < 1:
         raise ValueError(f"count must be a positive number of cores, got {count}")
+    if members is not None:
+        if members < 1:
+            raise ValueError(f"members must be a positive number of members, got {members}")
+        count = max(d for d in range(1, count + 1) if members % d == 0)
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or _jax_started():
         return False
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    _start_jax_with_threads(count)
     return True
+
+
+def _start_jax_with_threads(threads: int) -> None:
+    """Start JAX's backends with ``threads`` threads in XLA's CPU pool (Linux; elsewhere XLA's default).
+
+    XLA sizes that pool to the cores the process may run on when the backend starts: the
+    calling thread is narrowed to ``threads`` cores for that moment, and every thread started
+    meanwhile (the pool's) gets the process's cores back, so nothing else is confined.
+    """
+    if not hasattr(os, "sched_setaffinity") or not Path("/proc/self/task").is_dir():
+        jax.devices()
+        return
+    allowed = os.sched_getaffinity(0)
+    if threads >= len(allowed):
+        jax.devices()
+        return
+    before = set(os.listdir("/proc/self/task"))
+    os.sched_setaffinity(0, sorted(allowed)[:threads])
+    try:
+        jax.devices()
+    finally:
+        os.sched_setaffinity(0, allowed)
+        for tid in set(os.listdir("/proc/self/task")) - before:
+            try:
+                os.sched_setaffinity(int(tid), allowed)
+            except OSError:  # the thread has ended
+                pass
+
+
+def xla_cpu_threads() -> int | None:
+    """Threads in XLA's CPU pool in this process (Linux; None where that cannot be read)."""
+    try:
+        tasks = Path("/proc/self/task").iterdir()
+        return sum((task / "comm").read_text().strip() == "tf_XLAEigen" for task in tasks) or None
+    except OSError:
+        return None
 
 
 def _jax_started() -> bool:
@@ -517,6 +569,7 @@ def train(
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; use 'pgkit resume {run_dir}' or another --out")
     run = _Run(spec, run_dir, log or (lambda _: None))
     spec["devices"] = _devices_used(run.num_members)  # results are reproducible per device count
+    spec["xla_cpu_threads"] = xla_cpu_threads()  # and per thread count of XLA's CPU pool (TRPO)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(spec, indent=2) + "\n")
@@ -542,6 +595,13 @@ def resume(run_dir, *, stop_after_chunks: int | None = None, log: Callable[[str]
             f"run {str(run_dir)!r} was started with its members on {spec['devices']} device(s) and resumes on "
             f"{used}: the continuation is not bit-identical to an uninterrupted run (set XLA_FLAGS="
             f"--xla_force_host_platform_device_count={spec['devices']} before JAX starts to match)",
+            stacklevel=2,
+        )
+    threads = xla_cpu_threads()
+    if None not in (spec.get("xla_cpu_threads"), threads) and spec["xla_cpu_threads"] != threads:
+        warnings.warn(
+            f"run {str(run_dir)!r} was started with {spec['xla_cpu_threads']} thread(s) in XLA's CPU pool and "
+            f"resumes with {threads}: some results (large sums) may round differently from an uninterrupted run",
             stacklevel=2,
         )
     keys, member_hparams = run.member_inputs()
@@ -655,31 +715,37 @@ def _loop(
     )
     compiled = {} if first_chunk is None else dict([first_chunk.result()])  # {length: program}
 
-    def compiled_chunk(length):
+    def launch(u, state):
+        """Dispatch the chunk starting at update ``u``; returns (length, start time, (state, metrics)) at once."""
+        length = min(run.chunk, run.num_updates - u)
         if length not in compiled:
             fn = chunk_fn if length == run.chunk else run.functions(length)[2]
             compiled[length] = fn.lower(state, member_hparams).compile()
-        return compiled[length]
+        program = compiled[length]
+        # outputs may come back with other (equivalent) shardings than the program was compiled for
+        state = jax.device_put(state, program.input_shardings[0][0])
+        return length, time.perf_counter(), program(state, member_hparams)
+
+    def more(u, chunks):
+        return u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks)
 
     run.log(f"compiled and initialised in {time.perf_counter() - t_compile:.1f}s")
     u, chunks, t_start = start, 0, time.perf_counter()
-    while u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks):
-        length = min(run.chunk, run.num_updates - u)
-        t0 = time.perf_counter()
-        program = compiled_chunk(length)
-        # outputs may come back with other (equivalent) shardings than the program was compiled for
-        state = jax.device_put(state, program.input_shardings[0][0])
-        state, chunk_metrics = program(state, member_hparams)
+    in_flight = launch(u, state) if more(u, chunks) else None
+    while in_flight is not None:
+        length, t0, (state, chunk_metrics) = in_flight
         chunk_metrics = {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(chunk_metrics).items()}
         dt = time.perf_counter() - t0
         _check_finite(chunk_metrics, u)
+        # copied before the next chunk takes over (donates) the state's buffers
+        host_state = jax.device_get(state) if run.run_dir is not None else None
+        first_update, u, chunks = u, u + length, chunks + 1
+        # the next chunk runs while this one's results are written
+        in_flight = launch(u, state) if more(u, chunks) else None
         collected.append(chunk_metrics)
         if run.run_dir is not None:
-            _append_csv(run, chunk_metrics, u, steps_per_update)
-        u += length
-        chunks += 1
-        if run.run_dir is not None:
-            _write_checkpoint(run, state, u, time.perf_counter() - t_start)
+            _append_csv(run, chunk_metrics, first_update, steps_per_update)
+            _write_checkpoint(run, host_state, u, time.perf_counter() - t_start)
         returns = chunk_metrics["episode_return"][:, -1]
         rate = run.num_members * length * steps_per_update / dt
         eta = (run.num_updates - u) * (time.perf_counter() - t_start) / max(u - start, 1)

@@ -1,5 +1,7 @@
 """The command line: a whole train/resume/plot/eval/list cycle, and every bad-input case."""
 
+import json
+
 import pytest
 
 from pgkit import cli
@@ -30,6 +32,18 @@ def test_train_resume_plot_eval_list(tmp_path, capsys):
     assert "eval" in stdout and "mean return" in stdout
     code, stdout, err = run(["list"], capsys)
     assert code == 0 and "ppo" in stdout and "CartPole-v1" in stdout and "clip_eps" in stdout
+
+
+def test_members_are_counted_before_jax_starts(tmp_path):
+    def members(argv):
+        return cli._members(cli._build_parser().parse_args(argv))
+
+    assert members(["train", "ppo", "--seeds", "3", "--sweep", "lr=1e-3,3e-4", "--sweep", "gamma=0.9,0.99,0.999"]) == 18
+    assert members(["train", "ppo"]) == 8
+    (tmp_path / "config.json").write_text(json.dumps({"seeds": 4, "sweep": {"lr": [1e-3, 3e-4]}}))
+    assert members(["resume", str(tmp_path)]) == 8
+    assert members(["eval", str(tmp_path / "missing")]) is None  # the command itself reports it
+    assert members(["list"]) is None
 
 
 @pytest.mark.parametrize(

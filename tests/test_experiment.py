@@ -109,6 +109,19 @@ def test_resume_on_another_device_count_warns(tmp_path):
         experiment.resume(tmp_path / "run", log=None, stop_after_chunks=1)
 
 
+def test_resume_with_another_xla_thread_count_warns(tmp_path):
+    threads = experiment.xla_cpu_threads()
+    if threads is None:
+        pytest.skip("XLA's CPU pool cannot be counted here")
+    small_run(out=tmp_path / "run", stop_after_chunks=1)
+    config_path = tmp_path / "run" / "config.json"
+    spec = json.loads(config_path.read_text())
+    assert spec["xla_cpu_threads"] == threads
+    config_path.write_text(json.dumps({**spec, "xla_cpu_threads": threads + 1}))
+    with pytest.warns(UserWarning, match=f"started with {threads + 1} thread"):
+        experiment.resume(tmp_path / "run", log=None, stop_after_chunks=1)
+
+
 def test_sweep_is_one_program_and_new_values_do_not_recompile():
     compiles = []
 
@@ -178,6 +191,30 @@ def test_use_cpu_cores_makes_one_device_per_core_before_jax_starts():
     assert done.stdout.strip() == "--xla_force_host_platform_device_count=3"
     with pytest.raises(ValueError, match="count"):
         experiment.use_cpu_cores(0)
+    with pytest.raises(ValueError, match="members"):
+        experiment.use_cpu_cores(2, members=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two cores and Linux CPU affinity")
+def test_use_cpu_cores_fits_devices_to_members_and_gives_xla_one_thread_per_device():
+    script = textwrap.dedent(
+        """
+        import os
+        from pgkit import experiment
+        allowed = os.sched_getaffinity(0)
+        assert experiment.use_cpu_cores(2, members=3)  # 3 members: only one device divides them
+        import jax
+        assert len(jax.devices("cpu")) == 1, jax.devices()
+        assert experiment.xla_cpu_threads() == 1, experiment.xla_cpu_threads()
+        # the narrowing lasted only while the pool started: every thread may use every core again
+        for tid in os.listdir("/proc/self/task"):
+            assert os.sched_getaffinity(int(tid)) == allowed, tid
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", script], check=True, env={**env, "JAX_PLATFORMS": "cpu"},
+                   cwd=Path(__file__).parents[1])
 
 
 def test_compilation_cache_stores_programs_in_its_directory(tmp_path):

@@ -50,8 +50,9 @@ def greedy_evaluation(recipe, episodes: int):
 
 
 def main() -> None:
-    experiment.use_cpu_cores()  # as `pgkit train`: one JAX CPU device per core, seeds split over them
     spec = common.parse_spec()
+    # as `pgkit train`: one JAX CPU device per core the seeds fill, seeds split over them
+    experiment.use_cpu_cores(members=spec["seeds"])
     module = experiment.load_recipe(spec["algo"])
     n, env_name = spec["seeds"], spec["env"]
     config = module.Config(**{**spec["config"], "total_steps": spec["steps"]})
