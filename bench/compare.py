@@ -164,6 +164,10 @@ def plot(results: list[dict], path: Path) -> None:
     except ImportError:
         print("# matplotlib not importable here: no plot", file=sys.stderr)
         return
+    seed_counts = {r["seeds"] for r in results if r["workload"] == "ppo-cartpole"}
+    if len(seed_counts) < 2:  # no scaling curve here: leave the existing plot alone
+        print(f"# PPO CartPole ran at {len(seed_counts)} seed count(s): no plot", file=sys.stderr)
+        return
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for framework, style in (("pgkit", "o-"), ("rejax", "s--")):
         rows = sorted((r for r in results if r["workload"] == "ppo-cartpole" and r["framework"] == framework),

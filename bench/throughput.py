@@ -36,8 +36,10 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     hp = jax.tree.map(lambda x: np.full((num_seeds,), x, np.float32), module.HParams())
     keys, hp = experiment._shard_members((keys, hp), num_seeds)  # as the driver places them
+    # as the driver does: the chunk compiles on a thread while the init compiles and runs
+    compiling = experiment._compile_in_background(chunk_fn, init, keys, hp, num_seeds)
     state = experiment._shard_members(init(keys, hp), num_seeds)
-    compiled = chunk_fn.lower(state, hp).compile()
+    compiled = compiling.result()
     compile_seconds = time.perf_counter() - t0
     rates, done, returns = [], 0, None
     while done + chunk <= made.num_updates:

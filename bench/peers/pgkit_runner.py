@@ -70,8 +70,10 @@ def main() -> None:
     keys = jax.random.split(jax.random.PRNGKey(spec["seed"]), n)
     hp = jax.tree.map(lambda x: np.full((n,), x, np.float32), hparams)
     keys, hp = experiment._shard_members((keys, hp), n)
+    # as the driver does: the chunk compiles on a thread while the init compiles and runs
+    compiling = experiment._compile_in_background(chunk_fn, init, keys, hp, n)
     state = jax.block_until_ready(experiment._shard_members(init(keys, hp), n))
-    compiled = chunk_fn.lower(state, hp).compile()
+    compiled = compiling.result()
     rec.compile_seconds = time.perf_counter() - t0
     rec.compile_cpu_seconds = time.process_time() - c0
     common.log(f"# pgkit {spec['algo']} {env_name} seeds={n}: compile {rec.compile_seconds:.1f} s, "
