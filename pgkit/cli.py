@@ -52,6 +52,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", help="run directory (default runs/RECIPE-ENV-TIME)")
     train.add_argument("--chunk", type=int, help="updates per compiled chunk (default: ~20 chunks)")
+    train.add_argument(
+        "--threads", type=int,
+        help="threads of XLA's CPU pool (default: one per device; a single seed of wide networks runs faster "
+        "with one per core)",
+    )
 
     resume = sub.add_parser("resume", help="continue an interrupted run")
     resume.add_argument("run_dir")
@@ -151,23 +156,28 @@ def _list(args) -> None:
                 print(f"    {field_name} = {field.default!r}  ({allowed})  {field.metadata['help']}")
 
 
-def _members(args) -> int | None:
-    """How many members (seeds x settings) the command will run, read before JAX starts (None: unknown)."""
+def _cpu_layout(args) -> tuple[int | None, int | None]:
+    """(members, XLA CPU threads) of the command, read before JAX starts (None: unknown or default).
+
+    A resumed run or an evaluation gets the thread count its run was trained with (config.json).
+    """
     if args.command == "train":
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f"option '--threads' must be >= 1, got {args.threads}")
         settings = 1
         for text in args.sweep:
             settings *= max(1, len([v for v in text.partition("=")[2].split(",") if v]))
-        return max(1, args.seeds) * settings
+        return max(1, args.seeds) * settings, args.threads
     if args.command in ("resume", "eval"):
         try:
             spec = json.loads((Path(args.run_dir) / "config.json").read_text())
             settings = 1
             for values in spec["sweep"].values():
                 settings *= max(1, len(values))
-            return int(spec["seeds"]) * settings
+            return int(spec["seeds"]) * settings, spec.get("xla_cpu_threads")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None  # the command reports the bad run directory itself
-    return None
+            return None, None  # the command reports the bad run directory itself
+    return None, None
 
 
 def main(argv=None) -> int:
@@ -175,7 +185,8 @@ def main(argv=None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         # one JAX CPU device per core that the members can fill, members sharded over them
-        experiment.use_cpu_cores(members=_members(args))
+        members, threads = _cpu_layout(args)
+        experiment.use_cpu_cores(members=members, threads=threads)
         if args.command == "train":
             _train(args)
         elif args.command == "resume":

@@ -258,7 +258,7 @@ def _compiled(recipe_module, config, env_name: str, chunk: int):
     return recipe, init, chunk_fn
 
 
-def use_cpu_cores(count: int | None = None, *, members: int | None = None) -> bool:
+def use_cpu_cores(count: int | None = None, *, members: int | None = None, threads: int | None = None) -> bool:
     """Expose ``count`` CPU cores (default: all this process may use) as separate JAX CPU devices.
 
     XLA runs one program on one CPU device mostly on one thread: the small matrices of RL
@@ -278,8 +278,8 @@ def use_cpu_cores(count: int | None = None, *, members: int | None = None) -> bo
     products) and, for the small kernels of RL networks, costs more than it gains (PPO CartPole-v1
     at one seed on 2 cores: 1.2x the env-steps/s with one thread). So with ``members=1`` a run
     gets one device and one thread. A single member with wide networks loses the idle cores
-    (SAC's 256x256 defaults at one seed: 1.5x slower on 2 cores); leave ``members`` out (a
-    device per core, a thread per core) or set ``XLA_FLAGS`` (below) to keep XLA's own pool.
+    (SAC's 256x256 defaults at one seed: 1.5x slower on 2 cores): pass ``threads`` (at least
+    the cores for XLA's own pool of one per core; ``pgkit train --threads``).
 
     It sets ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` and starts JAX's
     backends (XLA reads both once): call it first thing. It does nothing, and returns False, if
@@ -289,17 +289,16 @@ def use_cpu_cores(count: int | None = None, *, members: int | None = None) -> bo
     """
     if count is None:
         count = _usable_cores()
-    if count < 1:
-        raise ValueError(f"count must be a positive number of cores, got {count}")
+    for name, value in (("count", count), ("members", members), ("threads", threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive number, got {value}")
     if members is not None:
-        if members < 1:
-            raise ValueError(f"members must be a positive number of members, got {members}")
         count = max(d for d in range(1, count + 1) if members % d == 0)
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or _jax_started():
         return False
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
-    _start_jax_with_threads(count)
+    _start_jax_with_threads(threads or count)
     return True
 
 

@@ -34,16 +34,16 @@ def test_train_resume_plot_eval_list(tmp_path, capsys):
     assert code == 0 and "ppo" in stdout and "CartPole-v1" in stdout and "clip_eps" in stdout
 
 
-def test_members_are_counted_before_jax_starts(tmp_path):
-    def members(argv):
-        return cli._members(cli._build_parser().parse_args(argv))
+def test_members_and_threads_are_read_before_jax_starts(tmp_path):
+    def layout(argv):
+        return cli._cpu_layout(cli._build_parser().parse_args(argv))
 
-    assert members(["train", "ppo", "--seeds", "3", "--sweep", "lr=1e-3,3e-4", "--sweep", "gamma=0.9,0.99,0.999"]) == 18
-    assert members(["train", "ppo"]) == 8
-    (tmp_path / "config.json").write_text(json.dumps({"seeds": 4, "sweep": {"lr": [1e-3, 3e-4]}}))
-    assert members(["resume", str(tmp_path)]) == 8
-    assert members(["eval", str(tmp_path / "missing")]) is None  # the command itself reports it
-    assert members(["list"]) is None
+    assert layout(["train", "ppo", "--seeds", "3", "--sweep", "lr=1e-3,3e-4", "--sweep", "gamma=0.9,0.99,0.999"]) == (18, None)
+    assert layout(["train", "ppo", "--threads", "2"]) == (8, 2)
+    (tmp_path / "config.json").write_text(json.dumps({"seeds": 4, "sweep": {"lr": [1e-3, 3e-4]}, "xla_cpu_threads": 1}))
+    assert layout(["resume", str(tmp_path)]) == (8, 1)  # the thread count it was trained with
+    assert layout(["eval", str(tmp_path / "missing")]) == (None, None)  # the command itself reports it
+    assert layout(["list"]) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +61,7 @@ def test_members_are_counted_before_jax_starts(tmp_path):
         (["train", "ppo", "--sweep", "lr=1e-3,-1"], "option 'lr' must be > 0"),
         (["train", "ppo", "--seeds", "0"], "'--seeds' must be >= 1"),
         (["train", "ppo", "--seeds", "many"], "--seeds: invalid int value"),
+        (["train", "ppo", "--threads", "0"], "'--threads' must be >= 1"),
         (["train", "ppo", "--steps", "10"], "shorter than one update"),
         (["resume", "does/not/exist"], "run directory 'does/not/exist' not found"),
         (["eval", "does/not/exist"], "run directory 'does/not/exist' not found"),

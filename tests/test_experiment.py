@@ -193,20 +193,23 @@ def test_use_cpu_cores_makes_one_device_per_core_before_jax_starts():
         experiment.use_cpu_cores(0)
     with pytest.raises(ValueError, match="members"):
         experiment.use_cpu_cores(2, members=0)
+    with pytest.raises(ValueError, match="threads"):
+        experiment.use_cpu_cores(2, threads=0)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs two cores and Linux CPU affinity")
-def test_use_cpu_cores_fits_devices_to_members_and_gives_xla_one_thread_per_device():
+@pytest.mark.parametrize("threads, expected_threads", [(None, 1), (2, 2)])
+def test_use_cpu_cores_fits_devices_to_members_and_gives_xla_one_thread_per_device(threads, expected_threads):
     script = textwrap.dedent(
-        """
+        f"""
         import os
         from pgkit import experiment
         allowed = os.sched_getaffinity(0)
-        assert experiment.use_cpu_cores(2, members=3)  # 3 members: only one device divides them
+        assert experiment.use_cpu_cores(2, members=3, threads={threads})  # 3 members: one device divides them
         import jax
         assert len(jax.devices("cpu")) == 1, jax.devices()
-        assert experiment.xla_cpu_threads() == 1, experiment.xla_cpu_threads()
+        assert experiment.xla_cpu_threads() == {expected_threads}, experiment.xla_cpu_threads()
         # the narrowing lasted only while the pool started: every thread may use every core again
         for tid in os.listdir("/proc/self/task"):
             assert os.sched_getaffinity(int(tid)) == allowed, tid
