@@ -715,10 +715,12 @@ def _loop(
     steps_per_update = recipe.env_steps_per_update
     total_steps = run.num_updates * steps_per_update
     collected = [] if metrics is None else [metrics]
+    threads = xla_cpu_threads() if jax.default_backend() == "cpu" else None
     run.log(
         f"pgkit: {run.spec['recipe']} on {run.spec['env']}: {len(run.settings)} setting(s) x {run.seeds} seed(s), "
         f"{total_steps:,} env steps each, {run.num_updates} updates in chunks of {run.chunk}, "
         f"members on {_devices_used(run.num_members)} of {len(jax.devices())} {jax.default_backend()} device(s)"
+        + (f", {threads} XLA CPU thread(s)" if threads else "")
     )
     compiled = {} if first_chunk is None else {first_chunk[0]: first_chunk[1].result()}  # {length: program}
 
