@@ -309,24 +309,26 @@ def _start_jax_with_threads(threads: int) -> None:
     calling thread is narrowed to ``threads`` cores for that moment, and every thread started
     meanwhile (the pool's) gets the process's cores back, so nothing else is confined.
     """
-    if not hasattr(os, "sched_setaffinity") or not Path("/proc/self/task").is_dir():
-        jax.devices()
-        return
-    allowed = os.sched_getaffinity(0)
-    if threads >= len(allowed):
-        jax.devices()
-        return
-    before = set(os.listdir("/proc/self/task"))
-    os.sched_setaffinity(0, sorted(allowed)[:threads])
+    narrowed = False
+    if hasattr(os, "sched_setaffinity") and Path("/proc/self/task").is_dir():
+        allowed = os.sched_getaffinity(0)
+        before = set(os.listdir("/proc/self/task"))
+        try:
+            if threads < len(allowed):
+                os.sched_setaffinity(0, sorted(allowed)[:threads])
+                narrowed = True
+        except OSError:  # not permitted here: XLA's default pool
+            pass
     try:
         jax.devices()
     finally:
-        os.sched_setaffinity(0, allowed)
-        for tid in set(os.listdir("/proc/self/task")) - before:
-            try:
-                os.sched_setaffinity(int(tid), allowed)
-            except OSError:  # the thread has ended
-                pass
+        if narrowed:
+            os.sched_setaffinity(0, allowed)
+            for tid in set(os.listdir("/proc/self/task")) - before:
+                try:
+                    os.sched_setaffinity(int(tid), allowed)
+                except OSError:  # the thread has ended
+                    pass
 
 
 def xla_cpu_threads() -> int | None:
