@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -164,16 +165,12 @@ def _cpu_layout(args) -> tuple[int | None, int | None]:
     if args.command == "train":
         if args.threads is not None and args.threads < 1:
             raise ConfigError(f"option '--threads' must be >= 1, got {args.threads}")
-        settings = 1
-        for text in args.sweep:
-            settings *= max(1, len([v for v in text.partition("=")[2].split(",") if v]))
+        settings = math.prod(max(1, len([v for v in text.partition("=")[2].split(",") if v])) for text in args.sweep)
         return max(1, args.seeds) * settings, args.threads
     if args.command in ("resume", "eval"):
         try:
             spec = json.loads((Path(args.run_dir) / "config.json").read_text())
-            settings = 1
-            for values in spec["sweep"].values():
-                settings *= max(1, len(values))
+            settings = math.prod(max(1, len(values)) for values in spec["sweep"].values())
             return int(spec["seeds"]) * settings, spec.get("xla_cpu_threads")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None, None  # the command reports the bad run directory itself
