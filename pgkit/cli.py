@@ -171,7 +171,8 @@ def _cpu_layout(args) -> tuple[int | None, int | None]:
         try:
             spec = json.loads((Path(args.run_dir) / "config.json").read_text())
             settings = math.prod(max(1, len(values)) for values in spec["sweep"].values())
-            return int(spec["seeds"]) * settings, spec.get("xla_cpu_threads")
+            threads = spec.get("xla_cpu_threads")
+            return max(1, int(spec["seeds"])) * settings, threads if isinstance(threads, int) and threads > 0 else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None, None  # the command reports the bad run directory itself
     return None, None
