@@ -293,7 +293,7 @@ def use_cpu_cores(count: int | None = None, *, members: int | None = None, threa
         if value is not None and value < 1:
             raise ValueError(f"{name} must be a positive number, got {value}")
     if members is not None:
-        count = max(d for d in range(1, count + 1) if members % d == 0)
+        count = _devices_for(members, count)
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or _jax_started():
         return False
@@ -420,10 +420,15 @@ def _devices_used(num_members: int) -> int:
     return 1 if sharding is None else len(sharding.device_set)
 
 
+def _devices_for(num_members: int, available: int) -> int:
+    """The most devices, up to ``available``, that split ``num_members`` evenly."""
+    return max(d for d in range(1, available + 1) if num_members % d == 0)
+
+
 def _member_sharding(num_members: int):
     """Members split evenly over as many devices as divide their number (None: one device)."""
     devices = jax.devices()
-    count = max(d for d in range(1, len(devices) + 1) if num_members % d == 0)
+    count = _devices_for(num_members, len(devices))
     if count == 1:
         return None
     mesh = jax.sharding.Mesh(np.array(devices[:count]), ("members",))
