@@ -67,13 +67,24 @@ def test_orthogonal_init_square_layers_and_gains():
     assert not np.allclose(net.layers[1].weight, other.layers[1].weight)
 
 
-def test_householder_q_is_the_positive_diagonal_qr_of_lapack():
+def test_thin_q_is_the_positive_diagonal_qr_of_lapack():
     # Oracle: NumPy's LAPACK QR with the sign fix diag(R) > 0 (the unique thin QR).
-    for i, shape in enumerate([(8, 8), (8, 4), (16, 3), (5, 1)]):
+    for i, shape in enumerate([(8, 8), (8, 4), (16, 3), (5, 1), (64, 64)]):
         a = np.asarray(jax.random.normal(jax.random.key(10 + i), shape), np.float64)
         q, r = np.linalg.qr(a)
         q = q * np.sign(np.diag(r))
-        np.testing.assert_allclose(jax.jit(nn._householder_q)(jnp.asarray(a, jnp.float32)), q, atol=2e-5)
+        np.testing.assert_allclose(jax.jit(nn._thin_q)(jnp.asarray(a, jnp.float32)), q, atol=2e-5)
+
+
+def test_thin_q_stays_orthogonal_for_an_ill_conditioned_matrix():
+    # Gram-Schmidt once loses orthogonality in proportion to the condition number; twice does not.
+    u, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.key(20), (32, 32)), np.float64))
+    v, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.key(21), (32, 32)), np.float64))
+    a = (u * np.logspace(0, -5, 32)) @ v.T  # condition number 1e5
+    q = np.asarray(jax.jit(nn._thin_q)(jnp.asarray(a, jnp.float32)), np.float64)
+    assert np.max(np.abs(q.T @ q - np.eye(32))) < 1e-5
+    with pytest.raises(ValueError, match="tall"):
+        nn._thin_q(jnp.ones((2, 3)))
 
 
 def test_vmapped_initialisation_calls_no_lapack_kernel():
