@@ -50,21 +50,22 @@ def test_mlp_matches_manual_forward_pass(batch):
         net = nn.MLP(OBS, ACT, hidden_sizes=HID, activation=activation, key=KEY)
         h = np.asarray(obs[0], np.float64)
         for layer in net.layers[:-1]:
-            h = sigma(np.asarray(layer.weight) @ h + np.asarray(layer.bias))
-        expected = np.asarray(net.layers[-1].weight) @ h + np.asarray(net.layers[-1].bias)
+            h = sigma(h @ np.asarray(layer.kernel) + np.asarray(layer.bias))
+        expected = h @ np.asarray(net.layers[-1].kernel) + np.asarray(net.layers[-1].bias)
         np.testing.assert_allclose(net(obs[0]), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_orthogonal_init_square_layers_and_gains():
     net = nn.MLP(OBS, ACT, hidden_sizes=HID, final_gain=0.5, key=KEY)
-    square = net.layers[1].weight  # 8 x 8
+    square = net.layers[1].kernel  # 8 x 8
     np.testing.assert_allclose(square.T @ square, 2.0 * np.eye(8), atol=1e-5)
-    assert _orthogonality_error(net.layers[0].weight, math.sqrt(2.0)) < 1e-5  # 8 x 4
-    assert _orthogonality_error(net.layers[-1].weight, 0.5) < 1e-6  # 2 x 8
+    assert net.layers[0].kernel.shape == (OBS, 8) and net.layers[-1].kernel.shape == (8, ACT)
+    assert _orthogonality_error(net.layers[0].kernel, math.sqrt(2.0)) < 1e-5  # 4 x 8
+    assert _orthogonality_error(net.layers[-1].kernel, 0.5) < 1e-6  # 8 x 2
     assert all(np.all(np.asarray(layer.bias) == 0.0) for layer in net.layers)
     # The initialisation depends on the key.
     other = nn.MLP(OBS, ACT, hidden_sizes=HID, key=jax.random.key(1))
-    assert not np.allclose(net.layers[1].weight, other.layers[1].weight)
+    assert not np.allclose(net.layers[1].kernel, other.layers[1].kernel)
 
 
 def test_thin_q_is_the_positive_diagonal_qr_of_lapack():
@@ -105,15 +106,15 @@ def test_head_gains_of_policies_and_critics():
         nn.TanhGaussianPolicy(OBS, ACT, hidden_sizes=HID, key=KEY).net,
     ]
     for net in policy_heads:
-        assert _orthogonality_error(net.layers[-1].weight, 0.01) < 1e-7
-        assert _orthogonality_error(net.layers[1].weight, math.sqrt(2.0)) < 1e-5
+        assert _orthogonality_error(net.layers[-1].kernel, 0.01) < 1e-7
+        assert _orthogonality_error(net.layers[1].kernel, math.sqrt(2.0)) < 1e-5
     value_heads = [
         nn.ValueCritic(OBS, hidden_sizes=HID, key=KEY).net,
         nn.QCritic(OBS, ACT, hidden_sizes=HID, key=KEY).net,
     ]
     for net in value_heads:
-        assert net.layers[-1].weight.shape == (1, 8)
-        np.testing.assert_allclose(np.linalg.norm(net.layers[-1].weight), 1.0, rtol=1e-5)
+        assert net.layers[-1].kernel.shape == (8, 1)
+        np.testing.assert_allclose(np.linalg.norm(net.layers[-1].kernel), 1.0, rtol=1e-5)
 
 
 def test_categorical_distribution_matches_logits(batch):
@@ -201,7 +202,7 @@ def test_twin_q_critics_are_independent(batch):
         assert isinstance(member, nn.QCritic)
         np.testing.assert_allclose(member(obs, actions), q, rtol=1e-6)
     np.testing.assert_allclose(twin.q1(obs, actions), q1, rtol=1e-6)
-    weights = [layer.weight for layer in twin.critics.net.layers]
+    weights = [layer.kernel for layer in twin.critics.net.layers]
     assert all(not np.allclose(w[0], w[1]) for w in weights)
     # The gradient of Q1 reaches only the first member's parameters, and vice versa.
     for index in (0, 1):
