@@ -177,8 +177,10 @@ def make(config: Config, env_name: str) -> Recipe:
         actor, critic = state.networks
 
         def act_fn(key, obs):
-            dist = distribution(actor, obs)
-            actions, log_probs = dist.sample_and_log_prob(seed=key)
+            if env.discrete:  # the same draws as distrax's, without its validity check (per env step)
+                actions, log_probs = pgkit.categorical_sample_and_log_prob(jax.vmap(actor)(obs), key=key)
+            else:
+                actions, log_probs = distribution(actor, obs).sample_and_log_prob(seed=key)
             return actions, log_probs, jax.vmap(critic)(obs)
 
         env_state, obs, traj = rollout.rollout(

@@ -1,7 +1,8 @@
-"""Tests for pgkit.actions: squashed Gaussian log-densities, exploration noise, target smoothing."""
+"""Tests for pgkit.actions: categorical samples, squashed Gaussian log-densities, exploration noise, target smoothing."""
 
 import math
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +26,61 @@ def _log_det_np(u, low, high):
 def _gauss_log_prob_np(u, mean, log_std):
     z = (u - mean) / np.exp(log_std)
     return np.sum(-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi), axis=-1)
+
+
+# ----------------------------------------------------------------------------- categorical
+
+
+def test_categorical_sample_is_distraxs_draw_and_log_prob():
+    # Identity oracle: the same key gives distrax's action and log-probability, bit for bit.
+    logits = 3.0 * jax.random.normal(jax.random.key(3), (2, 3, 5))
+    for i in range(4):
+        key = jax.random.key(i)
+        action, log_prob = pgkit.categorical_sample_and_log_prob(logits, key=key)
+        expected_action, expected_log_prob = distrax.Categorical(logits=logits).sample_and_log_prob(seed=key)
+        assert action.shape == log_prob.shape == (2, 3) and action.dtype == jnp.int32
+        np.testing.assert_array_equal(action, expected_action)
+        np.testing.assert_array_equal(log_prob, expected_log_prob)
+
+
+def test_categorical_sample_frequencies_and_log_prob_match_softmax():
+    logits = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    n = 40_000
+    action, log_prob = pgkit.categorical_sample_and_log_prob(jnp.broadcast_to(logits, (n, 4)), key=jax.random.key(7))
+    counts = np.bincount(np.asarray(action), minlength=4)
+    standard_errors = np.sqrt(probs * (1 - probs) / n)
+    assert np.all(np.abs(counts / n - probs) < 4 * standard_errors)
+    np.testing.assert_allclose(log_prob, np.log(probs)[np.asarray(action)], rtol=1e-5)
+
+
+def test_categorical_log_prob_gradient_is_the_score_function():
+    logits = jnp.array([0.3, -0.2, 1.1])
+    key = jax.random.key(1)
+    action = pgkit.categorical_sample_and_log_prob(logits, key=key).action
+    grad = jax.grad(lambda z: pgkit.categorical_sample_and_log_prob(z, key=key).log_prob)(logits)
+    probs = np.exp(np.asarray(logits, np.float64)) / np.exp(np.asarray(logits, np.float64)).sum()
+    np.testing.assert_allclose(grad, np.eye(3)[int(action)] - probs, atol=1e-6)
+
+
+def test_categorical_sample_jit_and_vmap_invariance():
+    logits = jax.random.normal(jax.random.key(4), (6, 3))
+    keys = jax.random.split(jax.random.key(5), 4)
+    sample = pgkit.categorical_sample_and_log_prob
+    eager = [sample(logits, key=k) for k in keys]
+    jitted = jax.jit(lambda z, k: sample(z, key=k))
+    batched = jax.vmap(lambda k: sample(logits, key=k))(keys)
+    for i, k in enumerate(keys):
+        for got in (jitted(logits, k), jax.tree.map(lambda x: x[i], batched)):
+            np.testing.assert_array_equal(got.action, eager[i].action)
+            np.testing.assert_allclose(got.log_prob, eager[i].log_prob, rtol=1e-6)
+
+
+def test_categorical_sample_bad_input():
+    with pytest.raises(ValueError, match=r"logits must have a category axis.*shape \(\)"):
+        pgkit.categorical_sample_and_log_prob(jnp.float32(1.0), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="logits must be floating point.*int32"):
+        pgkit.categorical_sample_and_log_prob(jnp.array([1, 2], jnp.int32), key=jax.random.key(0))
 
 
 # ----------------------------------------------------------------------------- squashed Gaussian
