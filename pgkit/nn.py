@@ -164,7 +164,7 @@ def orthogonal_linear(
     """
     scalar = out_size == "scalar"
     rows = 1 if scalar else out_size
-    kernel = _orthogonal_matrix(key, (in_size, rows), jnp.float32(gain))
+    kernel = _orthogonal_matrix(key, (rows, in_size), jnp.float32(gain)).T  # torch's weight [out, in], transposed
     bias = jnp.asarray(np.zeros((rows,), np.float32))
     return Linear(kernel=kernel, bias=bias, scalar=scalar)
 
