@@ -11,7 +11,12 @@ from recipes import npg
 # The documented configuration (recipes/npg.py docstring): the defaults, 100 updates of
 # 4 envs x 256 steps = 102,400 steps per seed.
 CARTPOLE = {"total_steps": 102_400}
-SEEDS = 4
+# Without a line search a natural step now and then sets a seed back. Final returns of 64 seeds
+# (master seeds 0-3 x 16): mean 451, the lowest 125; with the networks' arithmetic of before
+# 2026-11-29 (other last bits, same algorithm) mean 434, the lowest 142. Means over 4 seeds ranged
+# from 318 to 500, so 4 seeds against 400 passed or failed with the last bits: 8 seeds and 375
+# (about 2.5 standard errors below the mean) test that it learns.
+SEEDS = 8
 FINAL_UPDATES = 5  # the score of a seed: its mean episode_return over its last 5 updates
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def test_npg_learns_cartpole(cartpole_run):
     returns = cartpole_run.metrics["episode_return"]
     assert returns.shape == (SEEDS, 100)
     final = returns[:, -FINAL_UPDATES:].mean(axis=1)
-    assert final.mean() >= 400.0, f"final returns per seed {final}"
+    assert final.mean() >= 375.0, f"final returns per seed {final}"
     # it learned, rather than starting high: random CartPole episodes last about 20 steps
     assert returns[:, 0].mean() < 50.0
 
@@ -66,7 +71,7 @@ def test_natural_actor_critic_learns_cartpole():
     for name, values in result.metrics.items():
         assert np.all(np.isfinite(values)), name
     final = result.metrics["episode_return"][:, -FINAL_UPDATES:].mean(axis=1)
-    assert final.mean() >= 400.0, f"final returns per seed {final}"
+    assert final.mean() >= 375.0, f"final returns per seed {final}"
     kl = result.metrics["kl"]
     assert 0.5 * npg.HParams().max_kl < np.median(kl) < 2.0 * npg.HParams().max_kl  # natural steps of size δ
 
