@@ -101,8 +101,10 @@ class State(NamedTuple):
 
 
 def _optimizer(hp: HParams):
-    # the learning rate is applied by hand so that it stays a traced, annealable hyperparameter
-    return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5))
+    # the learning rate is applied by hand so that it stays a traced, annealable hyperparameter;
+    # optax.flatten runs the clip and Adam on one vector instead of once per parameter array
+    # (a third fewer kernels in the minibatch step; docs/benchmarks.md)
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5)))
 
 
 def make(config: Config, env_name: str) -> Recipe:
