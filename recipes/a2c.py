@@ -162,7 +162,7 @@ def make(config: Config, env_name: str) -> Recipe:
             scale = optax.scale_by_rms(decay=hp.rms_decay, eps=hp.eps)
         else:
             scale = optax.scale_by_adam(eps=hp.eps)
-        return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), scale)
+        return optax.flatten(optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), scale))  # one vector, few kernels
 
     def init(key, hp: HParams) -> State:
         key, model_key, env_key = jax.random.split(key, 3)
