@@ -93,20 +93,42 @@ def _thin_q(a: Array) -> Array:
         x = jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False)
         for _ in range(2):
             x = x - q @ (q.T @ x)
-        return jax.lax.dynamic_update_index_in_dim(q, x / jnp.linalg.norm(x), k, axis=1)
+        norm = jnp.linalg.norm(x)  # 0 only for a zero column (padding, _orthogonal_matrices): left 0
+        return jax.lax.dynamic_update_index_in_dim(q, x / jnp.where(norm > 0, norm, 1.0), k, axis=1)
 
     return jax.lax.fori_loop(0, m, column, jnp.zeros_like(a))
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
-def _orthogonal_matrix(key: PRNGKeyArray, shape: tuple[int, int], gain: Array) -> Array:
-    """gain·Q with Q Haar-distributed and orthonormal along its smaller side (one compile per shape)."""
-    rows, cols = shape
-    gaussian = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
-    q = _thin_q(gaussian)
-    if rows < cols:
-        q = q.T
-    return gain * q
+def _orthogonal_matrices(keys: PRNGKeyArray, shapes: tuple[tuple[int, int], ...], gains: Array) -> list[Array]:
+    """gains[i]·Q_i, Q_i Haar-distributed of shape ``shapes[i]``, orthonormal along its smaller side.
+
+    Each Gaussian matrix is drawn from ``keys[i]`` in its tall shape [max, min] (Q_i is as
+    ``torch.nn.init.orthogonal_`` makes it from that matrix) and zero-padded to the largest;
+    one vmapped Gram–Schmidt loop then serves every layer of a network (one compile per set of
+    shapes): the thin Q of a zero-padded matrix is its thin Q padded (zero rows stay zero in
+    every projection; padding columns come out zero).
+    """
+    tall = [(max(rows, cols), min(rows, cols)) for rows, cols in shapes]
+    n, m = max(t[0] for t in tall), max(t[1] for t in tall)
+    gaussians = [jax.random.normal(key, shape, jnp.float32) for key, shape in zip(keys, tall)]
+    padded = jnp.stack([jnp.pad(g, ((0, n - g.shape[0]), (0, m - g.shape[1]))) for g in gaussians])
+    qs = jax.vmap(_thin_q)(padded)
+    matrices = []
+    for i, ((rows, cols), (long, short)) in enumerate(zip(shapes, tall)):
+        q = qs[i, :long, :short]
+        matrices.append(gains[i] * (q.T if rows < cols else q))
+    return matrices
+
+
+def _orthogonal_linears(sizes: Sequence[tuple[int, int | str]], gains: Sequence[float], keys: PRNGKeyArray):
+    """``orthogonal_linear(in, out, gain=g, key=k)`` for each (in, out), g, k of ``keys``, in one loop."""
+    shapes = tuple((1 if out == "scalar" else out, in_size) for in_size, out in sizes)  # torch's [out, in]
+    weights = _orthogonal_matrices(keys, shapes, jnp.asarray(gains, jnp.float32))
+    return tuple(
+        Linear(kernel=w.T, bias=jnp.asarray(np.zeros((w.shape[0],), np.float32)), scalar=out == "scalar")
+        for w, (_, out) in zip(weights, sizes)
+    )
 
 
 class Linear(eqx.Module):
@@ -162,11 +184,8 @@ def orthogonal_linear(
         Saxe, McClelland, Ganguli, "Exact solutions to the nonlinear dynamics of learning in
         deep linear neural networks", 2014. https://arxiv.org/abs/1312.6120
     """
-    scalar = out_size == "scalar"
-    rows = 1 if scalar else out_size
-    kernel = _orthogonal_matrix(key, (rows, in_size), jnp.float32(gain)).T  # torch's weight [out, in], transposed
-    bias = jnp.asarray(np.zeros((rows,), np.float32))
-    return Linear(kernel=kernel, bias=bias, scalar=scalar)
+    (layer,) = _orthogonal_linears([(in_size, out_size)], [gain], key[None])
+    return layer
 
 
 class MLP(eqx.Module):
@@ -220,13 +239,12 @@ class MLP(eqx.Module):
             _check_size("hidden_sizes entries", width)
         _check_activation(activation)
         sizes = (in_size, *hidden_sizes)
-        keys = jax.random.split(key, len(sizes))
-        layers = [
-            orthogonal_linear(sizes[i], sizes[i + 1], gain=hidden_gain, key=keys[i])
-            for i in range(len(sizes) - 1)
-        ]
-        layers.append(orthogonal_linear(sizes[-1], out_size, gain=final_gain, key=keys[-1]))
-        self.layers = tuple(layers)
+        # layer i as orthogonal_linear(.., key=split(key)[i]), all orthogonalised in one loop
+        self.layers = _orthogonal_linears(
+            [*zip(sizes[:-1], sizes[1:]), (sizes[-1], out_size)],
+            [hidden_gain] * len(hidden_sizes) + [final_gain],
+            jax.random.split(key, len(sizes)),
+        )
         self.activation = activation
         self.in_size = in_size
         self.out_size = out_size

@@ -88,6 +88,21 @@ def test_thin_q_stays_orthogonal_for_an_ill_conditioned_matrix():
         nn._thin_q(jnp.ones((2, 3)))
 
 
+def test_mlp_layers_are_the_single_layers_of_its_split_keys():
+    # An MLP orthogonalises its layers' matrices together (zero-padded to the largest); each
+    # layer is orthogonal_linear's, alone, from the same key, up to rounding.
+    net = nn.MLP(OBS, "scalar", hidden_sizes=(16, 8), final_gain=0.3, key=KEY)
+    keys = jax.random.split(KEY, 3)
+    alone = [
+        nn.orthogonal_linear(OBS, 16, gain=nn.HIDDEN_GAIN, key=keys[0]),
+        nn.orthogonal_linear(16, 8, gain=nn.HIDDEN_GAIN, key=keys[1]),
+        nn.orthogonal_linear(8, "scalar", gain=0.3, key=keys[2]),
+    ]
+    for layer, single in zip(net.layers, alone):
+        assert layer.kernel.shape == single.kernel.shape and layer.scalar == single.scalar
+        np.testing.assert_allclose(layer.kernel, single.kernel, atol=2e-6)
+
+
 def test_vmapped_initialisation_calls_no_lapack_kernel():
     # LAPACK's batched QR waits on XLA's CPU thread pool from inside it: several in one vmapped
     # init could deadlock a 2-core machine. The orthogonal init must lower to plain XLA ops.
