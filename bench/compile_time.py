@@ -1,9 +1,11 @@
 """Compile time of one recipe's programs from a cold process, with a digest of the results.
 
 Times what a run pays before its first update: compiling the init (``jit(vmap(init))``) and one
-chunk of updates, the programs the driver builds, here one after the other on one device (the
-driver shards the members and overlaps the two compiles); then runs a few chunks and prints a digest of
-their metrics and of the final state, so that an optimisation can be checked to leave every
+chunk of updates, the programs the driver builds, here one after the other on one device with one
+XLA thread, the driver's layout for one seed (the driver shards more members and overlaps the two
+compiles); counts the fused kernels of each program (the fewer, the shorter both the compile
+and, at one seed, the run); then runs a few chunks and prints their median time and a digest
+of their metrics and of the final state, so that an optimisation can be checked to leave every
 number unchanged. Run it in a fresh process each time (JAX caches compiled programs in-process):
 
     python bench/compile_time.py [--recipe ppo] [--env CartPole-v1] [--seeds 1] [--chunks 4]
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=4, help="chunks run after compiling (about 20 make a run)")
     parser.add_argument("--rolled-threefry", action="store_true")
     args = parser.parse_args()
+    experiment.use_cpu_cores(1)
 
     module = experiment.load_recipe(args.recipe)
     config = module.Config()
@@ -63,10 +66,16 @@ def main() -> None:
         digest.update(np.asarray(leaf).tobytes())
     print(
         f"{args.recipe} {args.env} seeds={args.seeds} threefry={'rolled' if args.rolled_threefry else 'unrolled'}: "
-        f"init compile {init_wall:.2f} s ({init_cpu:.2f} CPU-s), chunk compile {chunk_wall:.2f} s "
-        f"({chunk_cpu:.2f} CPU-s), chunk of {chunk} updates runs in {np.median(seconds):.3f} s (median), "
+        f"init compile {init_wall:.2f} s ({init_cpu:.2f} CPU-s, {_kernels(init_program)} kernels), chunk compile "
+        f"{chunk_wall:.2f} s ({chunk_cpu:.2f} CPU-s, {_kernels(chunk_program)} kernels), chunk of {chunk} updates "
+        f"runs in {np.median(seconds):.3f} s (median), "
         f"digest {digest.hexdigest()[:16]}"
     )
+
+
+def _kernels(program) -> int:
+    """Fused kernels in a compiled program (its optimised HLO's fusion instructions)."""
+    return program.as_text().count(" fusion(")
 
 
 if __name__ == "__main__":
