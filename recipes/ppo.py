@@ -23,7 +23,9 @@ Pendulum-v1 (continuous; ``PENDULUM_CONFIG``/``PENDULUM_HPARAMS``, used by the t
 bonus, 1.5e5 steps. Chosen from a 2x2 sweep (lr 5e-4/1e-3 x λ 0.9/0.95, 4 seeds each): every
 member reached -112 to -271 by 1.4e5 steps, where 4 envs x 1024 steps left one seed in 4 at -620.
 Since the reward scaling uses the agent's γ (0.9; it used a fixed 0.99 before), the final
-returns are -242, -307, -195, -208 (master seed 0) and -164, -306, -177, -262 (master seed 1).
+returns were -242, -307, -195, -208 (master seed 0) and -164, -306, -177, -262 (master seed 1);
+with the networks' arithmetic of 2026-11-29 (kernel layout, init, flattened Adam: other last
+bits) they are -239, -206, -181, -191 and -160, -242, -179, -261.
 """
 
 from __future__ import annotations
