@@ -210,7 +210,11 @@ def make(config: Config, env_name: str) -> Recipe:
 
         def act_fn(key, obs):
             keys = jax.random.split(key, obs.shape[0])
-            actions, log_probs = jax.vmap(lambda o, k: model.distribution(o).sample_and_log_prob(seed=k))(obs, keys)
+            if env.discrete:  # the same draws as distrax's, without its validity check (per env step)
+                sample = lambda o, k: pgkit.categorical_sample_and_log_prob(model(o), key=k)  # noqa: E731
+            else:
+                sample = lambda o, k: model.distribution(o).sample_and_log_prob(seed=k)  # noqa: E731
+            actions, log_probs = jax.vmap(sample)(obs, keys)
             return actions, log_probs, jax.vmap(model.value)(obs)
 
         env_state, obs, traj = rollout.rollout(
