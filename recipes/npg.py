@@ -38,8 +38,8 @@ setting of rl-baselines3-zoo). Over 64 seeds (master seeds 0-3 x 16) the final r
 on average, and a natural step without a line search now and then sets a seed back (the lowest
 ended at 125). Tuning runs (4 seeds each): max_kl 0.02 learned faster but less stably (mean
 final return 469 against 495 for 0.01 on the same seeds); the first trial, damping 0.1 with
-8 x 256-step batches and max_kl 0.02, ended at 455. In TRPO (same direction) damping 1e-2 instead of 1e-3
-left one seed in four near 160.
+8 x 256-step batches and max_kl 0.02, ended at 455. In TRPO (same direction) damping 1e-2
+instead of 1e-3 left one seed in four near 160.
 """
 
 from __future__ import annotations
