@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import pgkit
 from pgkit import plot, stats
 
 __all__ = [
@@ -575,6 +576,7 @@ def train(
         "sweep": {k: [float(v) for v in vs] for k, vs in (sweep or {}).items()},
         "chunk": chunk,
         "jax_version": jax.__version__,
+        "pgkit_version": pgkit.__version__,
     }
     run_dir = None
     if out is not None:
@@ -627,12 +629,23 @@ def resume(run_dir, *, stop_after_chunks: int | None = None, log: Callable[[str]
     if not progress_path.exists():  # interrupted before the first checkpoint: start over
         state = _shard_members(init(keys, member_hparams), run.num_members)
     else:
-        template = jax.eval_shape(init, keys, member_hparams)
-        state = eqx.tree_deserialise_leaves(run_dir / "checkpoint.eqx", template)
+        state = _read_checkpoint(run_dir, jax.eval_shape(init, keys, member_hparams), spec)
         state = _shard_members(jax.device_put(state), run.num_members)
     metrics = _read_metric_arrays(run, start)
     return _loop(run, state, member_hparams, start=start, metrics=metrics, stop_after_chunks=stop_after_chunks,
                  first_chunk=first_chunk, t_compile=t_compile)
+
+
+def _read_checkpoint(run_dir: Path, template, spec: dict):
+    """The state saved in ``run_dir``, shaped as ``template``; one that does not fit is a ConfigError."""
+    try:
+        return eqx.tree_deserialise_leaves(run_dir / "checkpoint.eqx", template)
+    except (RuntimeError, ValueError) as error:  # equinox: a leaf changed shape, dtype or kind
+        written = spec.get("pgkit_version", "0.1.0")
+        raise ConfigError(
+            f"checkpoint {str(run_dir / 'checkpoint.eqx')!r} does not fit the {spec['recipe']!r} state of pgkit "
+            f"{pgkit.__version__} (it was written by pgkit {written}; retrain with this version): {error}"
+        ) from None
 
 
 def _metric_path(run):
@@ -812,7 +825,7 @@ def evaluate(run_dir, *, episodes: int = 10, seed: int = 0, log: Callable[[str],
     run = _Run(spec, run_dir, log or (lambda _: None))
     keys, member_hparams = run.member_inputs()
     recipe, init, _ = run.functions(run.chunk)
-    state = eqx.tree_deserialise_leaves(run_dir / "checkpoint.eqx", jax.eval_shape(init, keys, member_hparams))
+    state = _read_checkpoint(run_dir, jax.eval_shape(init, keys, member_hparams), spec)
     eval_env = recipe.env.with_num_envs(episodes)
     max_steps = int(eval_env.env_params.max_steps_in_episode)
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import pgkit
 from pgkit import cli
 
 SMALL = ["--set", "num_envs=4", "--set", "num_steps=32", "--set", "epochs=2", "--set", "minibatches=2"]
@@ -32,6 +33,23 @@ def test_train_resume_plot_eval_list(tmp_path, capsys):
     assert "eval" in stdout and "mean return" in stdout
     code, stdout, err = run(["list"], capsys)
     assert code == 0 and "ppo" in stdout and "CartPole-v1" in stdout and "clip_eps" in stdout
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line_and_exit_status_2(tmp_path, capsys):
+    # e.g. written by a pgkit whose networks were laid out otherwise: here the config is edited
+    out = tmp_path / "run"
+    argv = ["train", "ppo", "--seeds", "1", "--steps", "256", *SMALL, "--set", "hidden_sizes=8", "--out", str(out)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    spec = json.loads((out / "config.json").read_text())
+    assert spec["pgkit_version"] == pgkit.__version__
+    spec["config"]["hidden_sizes"] = [16]
+    (out / "config.json").write_text(json.dumps(spec))
+    for command in (["eval", str(out), "--episodes", "1"], ["resume", str(out)]):
+        code, _, err = run(command, capsys)
+        assert code == 2
+        assert "checkpoint.eqx' does not fit the 'ppo' state of pgkit" in err and f"written by pgkit {pgkit.__version__}" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_members_and_threads_are_read_before_jax_starts(tmp_path):
