@@ -17,13 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import distrax
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from pgkit.actions import categorical_sample_and_log_prob
 from pgkit.envs import VecEnv, VecEnvState
 
-__all__ = ["EpisodeStatistics", "Trajectory", "completed_episode_statistics", "rollout"]
+__all__ = ["EpisodeStatistics", "Trajectory", "actor_critic_act_fn", "completed_episode_statistics", "rollout"]
 
 
 class Trajectory(NamedTuple):
@@ -161,6 +163,46 @@ def rollout(
         episode_lengths=steps.episode_length,
     )
     return env_state, last_obs, trajectory
+
+
+def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
+    """The ``act_fn`` of :func:`rollout` for a policy network and a value network.
+
+    ``act_fn(key, obs [E, obs_size])`` returns (a ~ π(·|s), log π(a|s), V(s)) for the batch, with
+    π given by ``jax.vmap(actor)(obs)``: logits ``[E, A]`` (``discrete``; drawn by
+    :func:`pgkit.categorical_sample_and_log_prob`, distrax's draws without its validity check)
+    or ``(mean, log_std)`` ``[E, A]`` each (a diagonal Gaussian, distrax's
+    ``MultivariateNormalDiag``), one ``key`` for the whole batch, and V = ``jax.vmap(critic)(obs)``.
+    The networks act on one example, as :mod:`pgkit.nn`'s policies and critics do.
+
+    Args:
+        actor: ``actor(obs [obs_size])`` -> logits ``[A]`` or ``(mean [A], log_std [A])``.
+        critic: ``critic(obs [obs_size])`` -> V(s) ``[]``.
+        discrete: static bool, which of the two the actor returns.
+
+    Returns:
+        ``act_fn(key, obs) -> (actions [E] int32 or [E, A], log_probs [E], values [E])``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from pgkit import nn
+        >>> actor = nn.CategoricalPolicy(4, 2, hidden_sizes=(8,), key=jax.random.key(0))
+        >>> critic = nn.ValueCritic(4, hidden_sizes=(8,), key=jax.random.key(1))
+        >>> act_fn = pgkit.rollout.actor_critic_act_fn(actor, critic, discrete=True)
+        >>> [x.shape for x in act_fn(jax.random.key(2), jnp.ones((3, 4)))]
+        [(3,), (3,), (3,)]
+    """
+
+    def act_fn(key, obs):
+        params = jax.vmap(actor)(obs)
+        if discrete:
+            actions, log_probs = categorical_sample_and_log_prob(params, key=key)
+        else:
+            mean, log_std = params
+            actions, log_probs = distrax.MultivariateNormalDiag(mean, jnp.exp(log_std)).sample_and_log_prob(seed=key)
+        return actions, log_probs, jax.vmap(critic)(obs)
+
+    return act_fn
 
 
 class EpisodeStatistics(NamedTuple):

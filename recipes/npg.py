@@ -145,8 +145,9 @@ def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
         actor, critic = state.networks
 
         # 1. collect a batch with π_old
+        act_fn = rollout.actor_critic_act_fn(actor, critic, discrete=env.discrete)
         env_state, obs, traj = rollout.rollout(
-            rollout_key, env, state.env_state, state.obs, sampling_act_fn(actor, critic, env.discrete),
+            rollout_key, env, state.env_state, state.obs, act_fn,
             num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(critic),
         )
         # 2. advantages and critic targets
@@ -212,15 +213,6 @@ def policy_distribution(actor, obs, discrete: bool):
         return distrax.Categorical(logits=params)
     mean, log_std = params
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
-
-
-def sampling_act_fn(actor, critic, discrete: bool):
-    def act_fn(key, obs):
-        dist = policy_distribution(actor, obs, discrete)
-        actions, log_probs = dist.sample_and_log_prob(seed=key)
-        return actions, log_probs, jax.vmap(critic)(obs)
-
-    return act_fn
 
 
 def greedy_actions(actor, obs, discrete: bool):

@@ -180,13 +180,7 @@ def make(config: Config, env_name: str) -> Recipe:
         key, rollout_key, perm_key = jax.random.split(state.key, 3)
         actor, critic = state.networks
 
-        def act_fn(key, obs):
-            if env.discrete:  # the same draws as distrax's, without its validity check (per env step)
-                actions, log_probs = pgkit.categorical_sample_and_log_prob(jax.vmap(actor)(obs), key=key)
-            else:
-                actions, log_probs = distribution(actor, obs).sample_and_log_prob(seed=key)
-            return actions, log_probs, jax.vmap(critic)(obs)
-
+        act_fn = rollout.actor_critic_act_fn(actor, critic, discrete=env.discrete)
         env_state, obs, traj = rollout.rollout(
             rollout_key, env, state.env_state, state.obs, act_fn,
             num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(critic),

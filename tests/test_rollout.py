@@ -2,13 +2,14 @@
 
 import doctest
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import pgkit
-from pgkit import envs, rollout
+from pgkit import envs, nn, rollout
 
 T, E = 40, 3
 # Short episodes so that one rollout holds both terminations and truncations.
@@ -118,6 +119,29 @@ def test_completed_episode_statistics_against_numpy(result):
     empty = traj._replace(dones=jnp.zeros_like(traj.dones))
     mean, count = rollout.completed_episode_statistics(empty)
     assert float(mean) == 0.0 and int(count) == 0
+
+
+def test_actor_critic_act_fn_draws_as_distrax_and_evaluates_the_critic():
+    # Identity oracle: distrax's distributions on the vmapped raw outputs, the same key.
+    obs = jax.random.normal(jax.random.key(3), (5, 4))
+    critic = nn.ValueCritic(4, hidden_sizes=(8,), key=jax.random.key(4))
+    key = jax.random.key(5)
+    categorical = nn.CategoricalPolicy(4, 3, hidden_sizes=(8,), key=jax.random.key(6))
+    gaussian = nn.GaussianPolicy(4, 2, hidden_sizes=(8,), log_std_init=-0.5, key=jax.random.key(7))
+    expected = [
+        distrax.Categorical(logits=jax.vmap(categorical)(obs)).sample_and_log_prob(seed=key),
+        distrax.MultivariateNormalDiag(jax.vmap(gaussian)(obs)[0], jnp.exp(jax.vmap(gaussian)(obs)[1]))
+        .sample_and_log_prob(seed=key),
+    ]
+    for actor, discrete, (actions, log_probs) in zip((categorical, gaussian), (True, False), expected):
+        got = jax.jit(rollout.actor_critic_act_fn(actor, critic, discrete=discrete))(key, obs)
+        if discrete:
+            np.testing.assert_array_equal(got[0], actions)
+        else:  # eager against jitted: the Gaussian's arithmetic may round one ulp apart
+            np.testing.assert_allclose(got[0], actions, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got[1], log_probs, rtol=1e-6)
+        np.testing.assert_allclose(got[2], jax.vmap(critic)(obs), rtol=1e-6)
+        assert got[1].shape == got[2].shape == (5,)
 
 
 def test_bad_arguments_raise(result):
