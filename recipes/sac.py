@@ -44,12 +44,13 @@ Learning-test configurations (tests/test_recipe_sac.py, 4 seeds each; final retu
 - Pendulum-v1, 10,000 steps: the defaults with two hidden layers of 64 units, batch 64 and a
   10,000-transition buffer, about ten times cheaper per gradient step on a CPU. SAC solves
   Pendulum within about 5,000 steps here: final returns −159 and −186 for master seeds 0 and
-  1 (threshold −250).
+  1 (threshold −250); −173 and −190 with the networks' arithmetic of 2026-11-29.
 - CartPole-v1 (discrete SAC), 30,000 steps: the same small networks and batch, γ = 0.99,
   τ = 0.02 and H̄ = 0.2·log 2. With τ = 0.005 the soft values (about 100 at γ = 0.99) climb
   too slowly through the target network and returns sit near 200 for the whole budget; with
   γ = 0.98 the horizon is too short to see the cart drift out. Final returns 496, 490 and 478
-  for master seeds 0, 1 and 2 (threshold 400); τ = 0.05 gives 441 and 452.
+  for master seeds 0, 1 and 2 (threshold 400; 500, 464 and 464 with the networks' arithmetic
+  of 2026-11-29); τ = 0.05 gives 441 and 452.
 """
 
 from __future__ import annotations
