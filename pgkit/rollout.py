@@ -183,6 +183,9 @@ def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
     Returns:
         ``act_fn(key, obs) -> (actions [E] int32 or [E, A], log_probs [E], values [E])``.
 
+    Gradients:
+        As :func:`rollout`'s: none intended (it collects data).
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from pgkit import nn
@@ -191,6 +194,10 @@ def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
         >>> act_fn = pgkit.rollout.actor_critic_act_fn(actor, critic, discrete=True)
         >>> [x.shape for x in act_fn(jax.random.key(2), jnp.ones((3, 4)))]
         [(3,), (3,), (3,)]
+
+    Reference:
+        Konda, Tsitsiklis, "Actor-Critic Algorithms", NeurIPS 2000.
+        https://papers.nips.cc/paper/1786-actor-critic-algorithms
     """
 
     def act_fn(key, obs):
