@@ -129,9 +129,18 @@ class ReplayBuffer:
         if skip:
             batch = jax.tree.map(lambda x: x[skip:], batch)
         indices = (state.position + skip + jnp.arange(n - skip, dtype=jnp.int32)) % capacity
+        unique = n - skip > 1
+        if not unique:
+            # One item: write it twice (same row, same value) so that XLA keeps a scatter.
+            # A one-row scatter becomes a dynamic-update-slice, which XLA:CPU may fuse into a
+            # gather that samples from the buffer; that gather then reads the buffer as it was
+            # before the write, so XLA copies the whole buffer every time an item is added
+            # (DDPG, one seed, 100,000 transitions: 2,200 -> 6,500 env-steps/s without the copy).
+            indices = jnp.concatenate([indices, indices])
+            batch = jax.tree.map(lambda x: jnp.concatenate([x, x]), batch)
         data = jax.tree.map(
             lambda stored, new: stored.at[indices].set(
-                jnp.asarray(new, stored.dtype), unique_indices=True, mode="promise_in_bounds"
+                jnp.asarray(new, stored.dtype), unique_indices=unique, mode="promise_in_bounds"
             ),
             state.data,
             batch,

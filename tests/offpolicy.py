@@ -108,3 +108,21 @@ def check_warm_up_actions_are_uniform(module, env_name, config, chunk, *, sharpe
     policy_actions = np.asarray(recipe.act(first, jax.random.key(0), jnp.asarray(obs)))
     with pytest.raises(AssertionError):
         assert_uniform_and_independent_of_the_state(policy_actions, obs, recipe.env)
+
+
+def full_buffer_copies(recipe: str, env_name: str, **config) -> list[str]:
+    """The instructions of a compiled one-member training chunk that copy a whole replay buffer.
+
+    The buffer gets a capacity no other array has (4,099), so that its arrays can be told apart
+    in XLA's optimised program. Copying it in every update would cost O(capacity) per
+    environment step (see ``pgkit.buffers.ReplayBuffer.add``).
+    """
+    capacity = 4_099
+    module = experiment.load_recipe(recipe)
+    config = module.Config(**{**SMALL, "buffer_size": capacity, **config})
+    _, init, chunk_fn = experiment._compiled(module, config, env_name, 8)
+    keys = jax.random.split(jax.random.key(0), 1)
+    hparams = jax.tree.map(lambda x: np.full((1,), x, np.float32), module.HParams())
+    shapes = jax.eval_shape(init, keys, hparams)
+    text = chunk_fn.lower(shapes, hparams).compile().as_text()
+    return [line.strip() for line in text.splitlines() if " copy(" in line and f"{capacity}" in line.split("copy(")[0]]

@@ -56,7 +56,7 @@ def test_adds_with_wrap_around_match_numpy_reference():
     state = ReplayBuffer.init(_example(), CAPACITY)
     reference = NumpyRing(CAPACITY)
     start = 0
-    for n in (3, 3, 3, 5, 1, 8, 11):  # wraps several times; the last batch exceeds the capacity
+    for n in (3, 3, 3, 5, 1, 8, 11, 1, 1, 1, 1, 1, 1, 1, 1, 1):  # wraps; 11 exceeds the capacity
         batch = _batch(start, n)
         state = add(state, batch) if n <= CAPACITY else ReplayBuffer.add(state, batch)
         reference.add(jax.tree.map(np.asarray, batch))

@@ -15,6 +15,7 @@ from offpolicy import (
     SMALL_CHUNK,
     check_reruns_and_resume_are_bit_identical,
     check_warm_up_actions_are_uniform,
+    full_buffer_copies,
     members_differ,
     sharpen,
 )
@@ -242,3 +243,11 @@ def test_ornstein_uhlenbeck_exploration_runs_and_restarts_with_each_episode():
     np.testing.assert_array_equal(noise[199], 0.0)  # Pendulum's 200-step episode ended: restart at 0
     assert (np.asarray(critic_loss[:7]) == 0).all()  # warm-up: 8 steps
     assert (np.asarray(critic_loss[7:]) > 0).all()  # then every update learns
+
+
+@pytest.mark.parametrize("recipe", ["ddpg", "td3", "sac"])
+def test_an_update_does_not_copy_the_replay_buffer(recipe):
+    # The default loop shapes: one environment step per update (DDPG, SAC), where XLA:CPU would
+    # copy the whole buffer in every update if the one-row write were a dynamic-update-slice
+    # (pgkit.buffers), and two (TD3).
+    assert full_buffer_copies(recipe, "Pendulum-v1") == []
