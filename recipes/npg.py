@@ -8,7 +8,9 @@ https://arxiv.org/abs/1703.02660), one ``update``:
     collect T steps from E environments with π_old                   pgkit.rollout.rollout
     advantages A by GAE(γ, λ) with the critic V                       pgkit.gae
     g = ∇_θ L(θ) at θ_old,  L(θ) = mean[π_θ(a|s) / π_old(a|s) · A]      pgkit.log_ratios
-    F v = ∇²_θ mean KL(π_old ‖ π_θ) · v + damping · v                 pgkit.fisher_vector_product
+    F v = ∇²_θ mean KL(π_old ‖ π_θ) · v + damping · v                 pgkit.gauss_newton_fisher_product
+        = (1/N) Σ_s J_sᵀ M_s J_s v + damping · v  (J_s: Jacobian of the policy's outputs,
+          M_s: the Fisher of the action distribution in them)
     direction:
       "fisher":      x ≈ F⁻¹ g by conjugate gradient                  pgkit.conjugate_gradient
       "compatible":  x = w, the least-squares fit A ≈ ψᵀ w on the compatible features
@@ -26,17 +28,19 @@ equations of the least-squares fit, (F̂ + ridge·I) w = Ψᵀ A / N with the em
 F̂ = ΨᵀΨ / N, by ``cg_iterations`` of conjugate gradient on ``pgkit.empirical_fisher_vector_product``
 (O(N P) per iteration, so it runs on the default 64x64 policy, P = 4,610;
 ``pgkit.compatible_features_weights`` is the exact O(N P²) solve for small policies). With the
-defaults otherwise, CartPole ends at 500, 451, 500, 500 (mean 488, 4 seeds, 102,400 steps; about
-1.3x the time of "fisher"). An earlier version solved the least-squares problem exactly with a
+defaults otherwise, CartPole ends at a mean final return of 426 over 32 seeds (master seeds 0-3
+x 8, 102,400 steps; 8-seed means 404-458; 451 and 404-475 with the step length's Fisher product
+as the Hessian of the KL, the same algorithm in other last bits). An earlier version solved the least-squares problem exactly with a
 (16,) policy and ended at a mean of 273: the small network, not the empirical Fisher, held it back.
 
 Default configuration (CartPole-v1, the one the learning test uses): 4 envs x 256 steps
 (1,024 samples per update), 100 updates (102,400 steps), γ 0.99, λ 0.98, max_kl 0.01, damping
 1e-3, 10 CG iterations, a 64x64 tanh policy and critic, the critic fitted by 20 epochs of 2
 minibatches of Adam at 1e-3, advantages normalised per batch (close to the TRPO CartPole
-setting of rl-baselines3-zoo). Over 64 seeds (master seeds 0-3 x 16) the final return is 451
-on average, and a natural step without a line search now and then sets a seed back (the lowest
-ended at 125). Tuning runs (4 seeds each): max_kl 0.02 learned faster but less stably (mean
+setting of rl-baselines3-zoo). Over 64 seeds (master seeds 0-3 x 16) the final return is 456
+on average (Fisher products in Gauss-Newton form; 451 with the Hessian of the KL, the same
+matrix in other last bits), and a natural step without a line search now and then sets a seed
+back (the lowest ended at 320; 125 before). Tuning runs (4 seeds each): max_kl 0.02 learned faster but less stably (mean
 final return 469 against 495 for 0.01 on the same seeds); the first trial, damping 0.1 with
 8 x 256-step batches and max_kl 0.02, ended at 455. In TRPO (same direction) damping 1e-2
 instead of 1e-3 left one seed in four near 160.
@@ -281,8 +285,12 @@ def natural_update(actor, batch: Batch, hp, config, discrete: bool, *, line_sear
     params, rebuild, surrogate_fn, kl_fn, entropy = policy_functions(actor, batch, discrete)
     gradient = jax.grad(surrogate_fn)(params)
 
-    def fvp(v):
-        return pgkit.fisher_vector_product(kl_fn, params, v, damping=hp.damping)
+    fvp = pgkit.gauss_newton_fisher_product(
+        lambda p: jax.vmap(rebuild(p))(batch.obs),  # logits, or (mean, log_std), per state
+        params,
+        pgkit.categorical_fisher_product if discrete else pgkit.gaussian_fisher_product,
+        damping=hp.damping,
+    )
 
     stats = {}
     if getattr(config, "direction", "fisher") == "compatible":

@@ -110,6 +110,92 @@ def test_fisher_vector_product_damping_adds_damping_times_vector():
     np.testing.assert_allclose(flat, 0.0, atol=1e-6)
 
 
+def _gaussian_network(key):
+    """A tanh hidden layer for the mean and a state-independent log-std, over fixed states."""
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    params = {
+        "hidden": 0.7 * jax.random.normal(k1, (OBS_DIM, 4)),
+        "out": 0.7 * jax.random.normal(k2, (4, 2)),
+        "log_std": 0.3 * jax.random.normal(k3, (2,)),
+    }
+    states = jax.random.normal(k4, (NUM_STATES, OBS_DIM))
+
+    def outputs_fn(p):
+        mean = jnp.tanh(states @ p["hidden"]) @ p["out"]
+        return mean, jnp.broadcast_to(p["log_std"], mean.shape)
+
+    return params, outputs_fn
+
+
+@pytest.mark.parametrize(
+    "make_policy, discrete",
+    [(_linear_softmax, True), (_tiny_network, True), (_gaussian_network, False)],
+    ids=["linear", "mlp", "gaussian"],
+)
+def test_gauss_newton_fisher_product_equals_kl_hessian(make_policy, discrete):
+    params, outputs_fn = make_policy(jax.random.PRNGKey(3))
+    old = jax.lax.stop_gradient(outputs_fn(params))
+    if discrete:
+        kl_fn = lambda p: _mean_kl(old, outputs_fn(p))
+        fisher = pgkit.categorical_fisher_product
+    else:
+        kl_fn = lambda p: jnp.mean(pgkit.gaussian_kl(old[0], old[1], *outputs_fn(p)))
+        fisher = pgkit.gaussian_fisher_product
+    flat, unravel = ravel_pytree(params)
+    vectors = jax.random.normal(jax.random.PRNGKey(4), (3, flat.size))
+    dampings = jnp.array([0.0, 0.1, 0.2])
+
+    @jax.jit
+    def products(params, vectors, dampings):
+        hessian = jax.hessian(lambda f: kl_fn(unravel(f)))(ravel_pytree(params)[0])
+
+        def one(v, d):
+            fvp = pgkit.gauss_newton_fisher_product(outputs_fn, params, fisher, damping=d)
+            return ravel_pytree(fvp(unravel(v)))[0]
+
+        return hessian, jax.vmap(one)(vectors, dampings)
+
+    hessian, got = products(params, vectors, dampings)
+    v64, d64 = np.asarray(vectors, np.float64), np.asarray(dampings, np.float64)
+    expected = v64 @ np.asarray(hessian, np.float64).T + d64[:, None] * v64
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    # the same numbers as the forward-over-reverse Hessian-vector product, eagerly
+    fvp = pgkit.gauss_newton_fisher_product(outputs_fn, params, fisher, damping=0.2)
+    reference = pgkit.fisher_vector_product(kl_fn, params, unravel(vectors[2]), damping=0.2)
+    np.testing.assert_allclose(
+        ravel_pytree(fvp(unravel(vectors[2])))[0], ravel_pytree(reference)[0], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(ravel_pytree(reference)[0], got[2], rtol=1e-5, atol=1e-6)
+
+
+def test_output_fisher_products_are_the_kl_hessians_in_closed_form():
+    logits = jnp.array([[0.3, -1.0, 2.0], [0.0, 0.0, 0.0]])
+    tangents = jnp.array([[1.0, -2.0, 0.5], [0.2, 0.1, -0.3]])
+    for z, u in zip(np.asarray(logits, np.float64), np.asarray(tangents, np.float64)):
+        p = np.exp(z) / np.exp(z).sum()
+        expected = (np.diag(p) - np.outer(p, p)) @ u
+        np.testing.assert_allclose(pgkit.categorical_fisher_product(z, u), expected, rtol=1e-5, atol=1e-7)
+        hessian = jax.hessian(lambda q: pgkit.categorical_kl(jnp.asarray(z), q))(jnp.asarray(z))
+        np.testing.assert_allclose(hessian @ u, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(  # batched over states
+        pgkit.categorical_fisher_product(logits, tangents)[0],
+        pgkit.categorical_fisher_product(logits[0], tangents[0]),
+        rtol=1e-6,
+    )
+
+    mean, log_std = jnp.array([0.5, -1.0]), jnp.array([0.2, -0.7])
+    u_mean, u_log_std = jnp.array([1.0, 2.0]), jnp.array([-0.5, 3.0])
+    got = pgkit.gaussian_fisher_product((mean, log_std), (u_mean, u_log_std))
+    np.testing.assert_allclose(got[0], np.asarray(u_mean) / np.exp(2 * np.asarray(log_std)), rtol=1e-5)
+    np.testing.assert_allclose(got[1], 2 * np.asarray(u_log_std), rtol=1e-6)
+    both = jnp.concatenate([mean, log_std])
+    kl = lambda q: pgkit.gaussian_kl(mean, log_std, q[:2], q[2:])
+    hessian = jax.hessian(kl)(both)
+    np.testing.assert_allclose(
+        hessian @ jnp.concatenate([u_mean, u_log_std]), jnp.concatenate(got), rtol=1e-4, atol=1e-6
+    )
+
+
 def test_empirical_fisher_vector_product_matches_explicit_matrix():
     k1, k2 = jax.random.split(jax.random.PRNGKey(3))
     scores = jax.random.normal(k1, (9, 6))
@@ -575,6 +661,18 @@ def test_bad_input_raises():
         pgkit.fisher_vector_product(kl, params, {"a": jnp.zeros(2), "b": jnp.zeros(4)})
     with pytest.raises(ValueError, match="score_vectors"):
         pgkit.empirical_fisher_vector_product(jnp.zeros(3), jnp.zeros(3))
+    outputs_fn = lambda p: jnp.stack([p["a"], p["a"]])  # [2 states, 2 actions]
+    fvp = pgkit.gauss_newton_fisher_product(outputs_fn, params, pgkit.categorical_fisher_product)
+    with pytest.raises(ValueError, match="vector"):
+        fvp({"a": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="leading axis N"):
+        pgkit.gauss_newton_fisher_product(lambda p: (p["a"], p["a"][0]), params, pgkit.gaussian_fisher_product)
+    with pytest.raises(ValueError, match="logits"):
+        pgkit.categorical_fisher_product(jnp.zeros((2, 3)), jnp.zeros((2, 2)))
+    with pytest.raises(ValueError, match="mean, log_std"):
+        pgkit.gaussian_fisher_product((jnp.zeros(2), jnp.zeros(3)), (jnp.zeros(2), jnp.zeros(2)))
+    with pytest.raises(ValueError, match="pairs"):
+        pgkit.gaussian_fisher_product(jnp.zeros(2), jnp.zeros(2))
     with pytest.raises(ValueError, match="vector"):
         pgkit.empirical_fisher_vector_product(jnp.zeros((4, 3)), jnp.zeros(4))
     with pytest.raises(ValueError, match="iterations"):

@@ -11,7 +11,12 @@ from recipes import trpo
 # of 4 envs x 256 steps = 102,400 steps per seed.
 CARTPOLE = {"total_steps": 102_400}
 PENDULUM = dict(trpo.PENDULUM_CONFIG)
-SEEDS = 4
+# Final returns of 128 seeds (master seeds 0-3 x 16, with Fisher products in Gauss-Newton form
+# and, before, as the Hessian of the KL: the same algorithm in other last bits): mean 476 and 482,
+# per-seed standard deviation 62, the lowest 114 and 164; 8-seed means 436-500. 4 seeds against
+# 475 passed or failed with the last bits (4-seed means down to 396): 8 seeds against 400, about
+# 3.5 standard errors below the mean, test that it learns.
+SEEDS = 8
 FINAL_UPDATES = 5  # the score of a seed: its mean episode_return over its last 5 updates
 
 
@@ -23,7 +28,7 @@ def cartpole_run():
 def test_trpo_learns_cartpole(cartpole_run):
     returns = cartpole_run.metrics["episode_return"]
     final = returns[:, -FINAL_UPDATES:].mean(axis=1)
-    assert final.mean() >= 475.0, f"final returns per seed {final}"
+    assert final.mean() >= 400.0, f"final returns per seed {final}"
     assert returns[:, 0].mean() < 50.0  # random CartPole episodes last about 20 steps
 
 
@@ -56,7 +61,7 @@ def test_same_keys_give_bit_identical_results(cartpole_run):
 
 def test_trpo_learns_pendulum():
     result = experiment.train(
-        "trpo", env="Pendulum-v1", seeds=SEEDS, seed=0, config=PENDULUM, hparams=trpo.PENDULUM_HPARAMS, log=None
+        "trpo", env="Pendulum-v1", seeds=PENDULUM_SEEDS, seed=0, config=PENDULUM, hparams=trpo.PENDULUM_HPARAMS, log=None
     )
     returns = result.metrics["episode_return"]
     final = returns[:, -FINAL_UPDATES:].mean(axis=1)
@@ -65,6 +70,7 @@ def test_trpo_learns_pendulum():
     assert final.mean() >= PENDULUM_THRESHOLD, f"final returns per seed {final}"
 
 
+PENDULUM_SEEDS = 4
 PENDULUM_THRESHOLD = -400.0
 
 
