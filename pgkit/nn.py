@@ -42,6 +42,7 @@ __all__ = [
     "TwinQCritic",
     "DiscreteTwinQCritic",
     "orthogonal_linear",
+    "policy_distribution",
 ]
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -436,6 +437,44 @@ class TanhGaussianPolicy(eqx.Module):
         half_range = 0.5 * (self.log_std_max - self.log_std_min)
         log_std = self.log_std_min + half_range * (jnp.tanh(raw) + 1.0)
         return mean, log_std
+
+
+def policy_distribution(outputs, *, discrete: bool):
+    """The distrax distribution of a batch of raw policy outputs: logits, or (mean, log-std).
+
+    π(·|s) = Categorical(logits) for ``discrete``, else π(·|s) = N(mean, diag(exp(2·log_std))):
+    what :class:`CategoricalPolicy` and :class:`GaussianPolicy` return, vmapped over states,
+    turned into one distribution with a batch shape (a distrax distribution built inside
+    ``vmap`` loses its batch shape, so build it from the stacked outputs).
+
+    Args:
+      outputs: ``[N, A]`` logits, or a ``(mean [N, A], log_std [N, A])`` pair.
+      discrete: static bool, which of the two.
+
+    Returns:
+      ``distrax.Categorical`` with batch shape ``[N]``, or ``distrax.MultivariateNormalDiag``
+      with batch shape ``[N]`` and event shape ``[A]``.
+
+    Gradients:
+      Through the outputs (its ``log_prob``, ``entropy`` and ``kl_divergence`` are
+      differentiable in them).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from pgkit import nn
+      >>> policy = nn.CategoricalPolicy(4, 2, key=jax.random.key(0))
+      >>> dist = nn.policy_distribution(jax.vmap(policy)(jnp.zeros((3, 4))), discrete=True)
+      >>> dist.batch_shape
+      (3,)
+
+    Reference:
+      Sutton, McAllester, Singh, Mansour. Policy gradient methods for reinforcement learning
+      with function approximation. NIPS 2000 (a parameterised stochastic policy π(a|s, θ)).
+    """
+    if discrete:
+        return distrax.Categorical(logits=outputs)
+    mean, log_std = outputs
+    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
 
 
 class DeterministicPolicy(eqx.Module):

@@ -101,8 +101,8 @@ class SharedActorCritic(eqx.Module):
     """
 
     torso: nn.MLP
-    policy_head: eqx.nn.Linear
-    value_head: eqx.nn.Linear
+    policy_head: nn.Linear
+    value_head: nn.Linear
     log_std: Any  # [action_size] for continuous actions, None for discrete
     activation: str = eqx.field(static=True)
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -183,7 +182,7 @@ def make(config: Config, env_name: str) -> Recipe:
         actor = policy(state.mean)
 
         def act_fn(key, obs):
-            actions, log_probs = policy_distribution(actor, obs, env.discrete).sample_and_log_prob(seed=key)
+            actions, log_probs = nn.policy_distribution(jax.vmap(actor)(obs), discrete=env.discrete).sample_and_log_prob(seed=key)
             return actions, log_probs, jnp.zeros(obs.shape[:1], jnp.float32)
 
         env_state, traj, returns, in_first = first_episodes(episode_key, act_fn)
@@ -195,7 +194,7 @@ def make(config: Config, env_name: str) -> Recipe:
         actions_flat = traj.actions.reshape((obs_flat.shape[0],) + traj.actions.shape[2:])
 
         def loss_fn(flat):
-            log_probs = policy_distribution(policy(flat), obs_flat, env.discrete).log_prob(actions_flat)
+            log_probs = nn.policy_distribution(jax.vmap(policy(flat))(obs_flat), discrete=env.discrete).log_prob(actions_flat)
             return jnp.sum(pgkit.approximate_cem_loss(log_probs.reshape(weights.shape), weights)) / count
 
         def gradient_step(carry, _):
@@ -222,15 +221,6 @@ def make(config: Config, env_name: str) -> Recipe:
 
     update = parameter_update if parameter else approximate_update
     return Recipe(init, update, act, env, steps_per_update, num_updates)
-
-
-def policy_distribution(actor, obs, discrete: bool):
-    """The batched policy distribution at ``obs [N, obs_size]``, built from the vmapped raw outputs."""
-    params = jax.vmap(actor)(obs)
-    if discrete:
-        return distrax.Categorical(logits=params)
-    mean, log_std = params
-    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
 
 
 def greedy_actions(actor, obs, discrete: bool):

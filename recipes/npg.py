@@ -51,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -207,18 +206,6 @@ def build_networks(config, env, actor_key, critic_key) -> Networks:
     return Networks(actor, critic)
 
 
-def policy_distribution(actor, obs, discrete: bool):
-    """The batched policy distribution at ``obs [N, obs_size]``, built from the vmapped raw outputs.
-
-    (A distrax distribution built inside ``vmap`` loses its batch shape; build it outside.)
-    """
-    params = jax.vmap(actor)(obs)
-    if discrete:
-        return distrax.Categorical(logits=params)
-    mean, log_std = params
-    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
-
-
 def greedy_actions(actor, obs, discrete: bool):
     params = jax.vmap(actor)(obs)
     if discrete:
@@ -248,7 +235,7 @@ def policy_functions(actor, batch: Batch, discrete: bool):
     old = jax.lax.stop_gradient(jax.vmap(actor)(batch.obs))  # logits, or (mean, log_std)
 
     def log_probs_of(p):
-        return policy_distribution(rebuild(p), batch.obs, discrete).log_prob(batch.actions)
+        return nn.policy_distribution(jax.vmap(rebuild(p))(batch.obs), discrete=discrete).log_prob(batch.actions)
 
     def surrogate_fn(p):
         """L(θ) = mean[exp(log π_θ − log π_old) · A], maximised."""

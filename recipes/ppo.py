@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -130,7 +129,7 @@ def make(config: Config, env_name: str) -> Recipe:
 
     def distribution(actor, obs):
         # raw parameters cross the vmap boundary; the distribution is built on the batch
-        return _as_distribution(env.discrete, jax.vmap(actor)(obs))
+        return nn.policy_distribution(jax.vmap(actor)(obs), discrete=env.discrete)
 
     def init(key, hp: HParams) -> State:
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
@@ -196,7 +195,7 @@ def make(config: Config, env_name: str) -> Recipe:
         def minibatch_step(carry, indices):
             networks, opt_state, step = carry
             traj_mb, adv_mb, target_mb, old_params_mb = jax.tree.map(lambda x: x[indices], flat)
-            old_dist = None if old_params_mb is None else _as_distribution(env.discrete, old_params_mb)
+            old_dist = None if old_params_mb is None else nn.policy_distribution(old_params_mb, discrete=env.discrete)
             grads, stats = jax.grad(loss_fn, has_aux=True)(
                 networks, (traj_mb, adv_mb, target_mb, old_dist), state.beta, hp
             )
@@ -216,7 +215,7 @@ def make(config: Config, env_name: str) -> Recipe:
         beta = state.beta
         if config.objective == "adaptive_kl":
             new_dist = distribution(networks.actor, flat[0].obs)
-            kl = _as_distribution(env.discrete, old_params).kl_divergence(new_dist).mean()
+            kl = nn.policy_distribution(old_params, discrete=env.discrete).kl_divergence(new_dist).mean()
             beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
             stats["kl"] = kl
             stats["beta"] = beta
@@ -236,10 +235,3 @@ def make(config: Config, env_name: str) -> Recipe:
         return jnp.clip(params[0], -1.0, 1.0)
 
     return Recipe(init, update, act, env, batch_size, num_updates)
-
-
-def _as_distribution(discrete: bool, params):
-    if discrete:
-        return distrax.Categorical(logits=params)
-    mean, log_std = params
-    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))

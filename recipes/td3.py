@@ -30,15 +30,14 @@ exploration σ = 0.1, one critic step per environment step) with the paper's smo
 clipped at c = 0.5, policy delay 2, the two hidden layers of 256 ReLU units and batch 256 of
 the authors' implementation, and 1,000 uniformly random warm-up steps.
 
-Learning-test configuration (tests/test_recipe_td3.py, Pendulum-v1, 4 seeds, 20,000 steps):
+Learning-test configuration (tests/test_recipe_td3.py, Pendulum-v1, 8 seeds, 20,000 steps):
 the defaults with two hidden layers of 64 units, batch 64 and a 20,000-transition buffer,
 about ten times cheaper per gradient step on a CPU. Final returns (mean of the last 10
-episodes, 4 seeds) were about −150 to −175 for master seeds 0, 1, 2 (threshold −250); with the
-networks' arithmetic of 2026-11-29 (other last bits) they are −180, −274 and −146: in master
-seed 1 one seed of four had not learned by 20,000 steps (−701; the others −110 to −169), so
-the test's master seed 0 passes by a margin a change of the last bits can eat. With 12,000
-steps one seed in four could still be recovering from a bad phase (−560), so the test keeps
-the full budget.
+episodes) of 64 seeds (master seeds 0-3 x 16): mean −173, 61 seeds between −214 and −96, and three
+that had not learned by 20,000 steps (−618, −493, −360), so 4-seed means
+range from −285 to −135 and the test takes 8 seeds (means −212 to −147) against −275. With
+12,000 steps one seed in four could still be recovering from a bad phase (−560), so the test
+keeps the full budget.
 """
 
 from __future__ import annotations

@@ -237,6 +237,21 @@ def test_discrete_twin_q_independent_and_shaped(batch):
     assert all(np.all(np.asarray(g[0]) == 0.0) for g in jax.tree.leaves(grads.critics))
 
 
+def test_policy_distribution_equals_the_policies_own_distributions(batch):
+    obs, _ = batch
+    for policy, discrete in (
+        (nn.CategoricalPolicy(OBS, ACT, key=KEY), True),
+        (nn.GaussianPolicy(OBS, ACT, log_std_init=-0.3, key=KEY), False),
+    ):
+        dist = nn.policy_distribution(jax.vmap(policy)(obs), discrete=discrete)
+        assert dist.batch_shape == (obs.shape[0],)
+        actions = dist.sample(seed=jax.random.key(1))
+        for i in range(obs.shape[0]):
+            one = policy.distribution(obs[i])  # the per-example distribution: an independent oracle
+            np.testing.assert_allclose(dist.log_prob(actions)[i], one.log_prob(actions[i]), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(dist.entropy()[i], one.entropy(), rtol=1e-6, atol=1e-6)
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="activation"):
         nn.MLP(OBS, ACT, activation="sigmoidish", key=KEY)

@@ -24,9 +24,13 @@ CONFIG = {
     "buffer_size": 20_000,
     "hidden_sizes": (64, 64),
 }
-SEEDS = 4
+# Final returns of 64 seeds (master seeds 0-3 x 16): mean -173, standard deviation 80 with a
+# heavy tail (the lowest -618, -493, -360, the rest -214 to -96). 4-seed means ranged from -285 to
+# -135, so 4 seeds against -250 passed or failed with the last bits: 8 seeds (8-seed means -212
+# to -147; one seed at -618 among seven at -160 still averages -217) against -275.
+SEEDS = 8
 LAST_STEPS = 2_000  # "final return": mean over the last 10 Pendulum episodes of each seed
-THRESHOLD = -250.0
+THRESHOLD = -275.0
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pgkit import experiment, rollout  # noqa: E402
+from pgkit import experiment, nn, rollout  # noqa: E402
 
 
 def timed(fn, args, repeats):
@@ -89,7 +89,7 @@ def experiments(num_seeds: int, updates: int, repeats: int) -> dict:
             actor, critic = state.networks
 
             def act_fn(key, obs):
-                dist = module._as_distribution(env.discrete, jax.vmap(actor)(obs))
+                dist = nn.policy_distribution(jax.vmap(actor)(obs), discrete=env.discrete)
                 actions, log_probs = dist.sample_and_log_prob(seed=key)
                 return actions, log_probs, jax.vmap(critic)(obs)
 
