@@ -34,6 +34,11 @@ CARTPOLE = {
     "hidden_sizes": (64, 64),
 }
 CARTPOLE_HPARAMS = {"gamma": 0.99, "tau": 0.02, "discrete_target_entropy_scale": 0.2}
+# Pendulum: final returns of 64 seeds (master seeds 0-3 x 16) have mean -187, standard deviation
+# 99 and a heavy tail (-711, -482, -464, -427, -341 not yet learned at 10,000 steps); 4-seed means
+# ranged from -290 to -135, so 4 seeds against -250 passed or failed with the last bits: 8 seeds
+# (8-seed means -224 to -161) against -300.
+PENDULUM_SEEDS = 8
 SEEDS = 4
 PENDULUM_LAST_STEPS = 2_000  # mean over the last 10 Pendulum episodes of each seed
 CARTPOLE_LAST_STEPS = 2_000  # mean over the episodes completed in the last 2,000 steps
@@ -41,7 +46,7 @@ CARTPOLE_LAST_STEPS = 2_000  # mean over the episodes completed in the last 2,00
 
 @pytest.fixture(scope="module")
 def pendulum():
-    return experiment.train("sac", env="Pendulum-v1", seeds=SEEDS, seed=0, config=PENDULUM, log=None)
+    return experiment.train("sac", env="Pendulum-v1", seeds=PENDULUM_SEEDS, seed=0, config=PENDULUM, log=None)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,7 @@ def cartpole():
 
 def test_sac_learns_pendulum(pendulum):
     returns = pendulum.metrics["episode_return"][:, -PENDULUM_LAST_STEPS:].mean(axis=1)
-    assert returns.mean() >= -250.0, f"final returns per seed {returns}"
+    assert returns.mean() >= -300.0, f"final returns per seed {returns}"
     for name, values in pendulum.metrics.items():
         assert np.isfinite(values).all(), name
 
