@@ -26,17 +26,19 @@ def assert_finite(metrics):
 
 
 def test_learns_cartpole():
-    """Reward-to-go with a learned value baseline: mean return >= 400 over 4 seeds.
+    """Reward-to-go with a learned value baseline: mean return >= 375 over 8 seeds.
 
     Documented configuration (the recipe's defaults): 8 episodes per update, 80 updates, Adam
     at 0.003 (policy) and 0.01 (critic). The score is each seed's mean ``episode_return`` over
-    the last 5 updates (40 episodes), averaged over the seeds.
+    the last 5 updates (40 episodes), averaged over the seeds. Over 64 seeds (master seeds 0-3
+    x 16): mean 479, standard deviation 43, the lowest 302; 4-seed means 400-500, so 4 seeds
+    against 400 passed or failed with the last bits; 8-seed means 424-499.
     """
-    result = experiment.train("reinforce", env=ENV, seeds=4, seed=0, log=None)
+    result = experiment.train("reinforce", env=ENV, seeds=8, seed=0, log=None)
     returns = result.metrics["episode_return"]
-    assert returns.shape == (4, 80)
+    assert returns.shape == (8, 80)
     final = returns[:, -5:].mean(axis=1)
-    assert final.mean() >= 400.0, f"final returns {final}"
+    assert final.mean() >= 375.0, f"final returns {final}"
 
 
 def check_run(result, members=2, updates=3):
