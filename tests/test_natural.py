@@ -65,34 +65,37 @@ def _explicit_fisher(params, logits_fn):
 # --------------------------------------------------------------------------- Fisher-vector products
 
 
-@pytest.mark.parametrize("make_policy", [_linear_softmax, _tiny_network], ids=["linear", "mlp"])
-def test_fisher_vector_product_equals_kl_hessian(make_policy):
-    params, logits_fn = make_policy(jax.random.PRNGKey(0))
-    kl_fn = _kl_fn(params, logits_fn)
+def _assert_products_equal_kl_hessian(product, kl_fn, params, seed):
+    """``product(params, v, damping)`` equals ∇²KL̄ v + damping·v under jit and vmap, for three
+    random v (float64 oracle: the Hessian by ``jax.hessian``); returns the Hessian and the vectors."""
     flat, unravel = ravel_pytree(params)
-    vectors = jax.random.normal(jax.random.PRNGKey(1), (3, flat.size))
+    vectors = jax.random.normal(jax.random.PRNGKey(seed), (3, flat.size))
     dampings = jnp.array([0.0, 0.1, 0.2])
 
     @jax.jit
     def products(params, vectors, dampings):
         hessian = jax.hessian(lambda f: kl_fn(unravel(f)))(ravel_pytree(params)[0])
-        fvp = lambda v, d: ravel_pytree(
-            pgkit.fisher_vector_product(kl_fn, params, unravel(v), damping=d)
-        )[0]
-        return hessian, jax.vmap(fvp)(vectors, dampings)
+        one = lambda v, d: ravel_pytree(product(params, unravel(v), d))[0]
+        return hessian, jax.vmap(one)(vectors, dampings)
 
     hessian, got = products(params, vectors, dampings)
     hessian = np.asarray(hessian, np.float64)
+    v64, d64 = np.asarray(vectors, np.float64), np.asarray(dampings, np.float64)
+    np.testing.assert_allclose(got, v64 @ hessian.T + d64[:, None] * v64, rtol=1e-4, atol=1e-6)
+    # Eager (no jit, no vmap) gives the same numbers.
+    eager = ravel_pytree(product(params, unravel(vectors[2]), 0.2))[0]
+    np.testing.assert_allclose(eager, got[2], rtol=1e-5, atol=1e-6)
+    return hessian, vectors
+
+
+@pytest.mark.parametrize("make_policy", [_linear_softmax, _tiny_network], ids=["linear", "mlp"])
+def test_fisher_vector_product_equals_kl_hessian(make_policy):
+    params, logits_fn = make_policy(jax.random.PRNGKey(0))
+    kl_fn = _kl_fn(params, logits_fn)
+    product = lambda p, v, d: pgkit.fisher_vector_product(kl_fn, p, v, damping=d)
+    hessian, _ = _assert_products_equal_kl_hessian(product, kl_fn, params, seed=1)
     # Two independent oracles agree: the KL Hessian at θ_old is the Fisher information.
     np.testing.assert_allclose(hessian, _explicit_fisher(params, logits_fn), atol=2e-6)
-    v64, d64 = np.asarray(vectors, np.float64), np.asarray(dampings, np.float64)
-    expected = v64 @ hessian.T + d64[:, None] * v64
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-    # Eager (no jit, no vmap) gives the same numbers.
-    eager, _ = ravel_pytree(
-        pgkit.fisher_vector_product(kl_fn, params, unravel(vectors[2]), damping=0.2)
-    )
-    np.testing.assert_allclose(eager, got[2], rtol=1e-5, atol=1e-7)
 
 
 def test_fisher_vector_product_damping_adds_damping_times_vector():
@@ -141,31 +144,14 @@ def test_gauss_newton_fisher_product_equals_kl_hessian(make_policy, discrete):
     else:
         kl_fn = lambda p: jnp.mean(pgkit.gaussian_kl(old[0], old[1], *outputs_fn(p)))
         fisher = pgkit.gaussian_fisher_product
-    flat, unravel = ravel_pytree(params)
-    vectors = jax.random.normal(jax.random.PRNGKey(4), (3, flat.size))
-    dampings = jnp.array([0.0, 0.1, 0.2])
-
-    @jax.jit
-    def products(params, vectors, dampings):
-        hessian = jax.hessian(lambda f: kl_fn(unravel(f)))(ravel_pytree(params)[0])
-
-        def one(v, d):
-            fvp = pgkit.gauss_newton_fisher_product(outputs_fn, params, fisher, damping=d)
-            return ravel_pytree(fvp(unravel(v)))[0]
-
-        return hessian, jax.vmap(one)(vectors, dampings)
-
-    hessian, got = products(params, vectors, dampings)
-    v64, d64 = np.asarray(vectors, np.float64), np.asarray(dampings, np.float64)
-    expected = v64 @ np.asarray(hessian, np.float64).T + d64[:, None] * v64
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-    # the same numbers as the forward-over-reverse Hessian-vector product, eagerly
-    fvp = pgkit.gauss_newton_fisher_product(outputs_fn, params, fisher, damping=0.2)
+    product = lambda p, v, d: pgkit.gauss_newton_fisher_product(outputs_fn, p, fisher, damping=d)(v)
+    _, vectors = _assert_products_equal_kl_hessian(product, kl_fn, params, seed=4)
+    # the same numbers as the forward-over-reverse Hessian-vector product
+    unravel = ravel_pytree(params)[1]
     reference = pgkit.fisher_vector_product(kl_fn, params, unravel(vectors[2]), damping=0.2)
     np.testing.assert_allclose(
-        ravel_pytree(fvp(unravel(vectors[2])))[0], ravel_pytree(reference)[0], rtol=1e-5, atol=1e-6
+        ravel_pytree(product(params, unravel(vectors[2]), 0.2))[0], ravel_pytree(reference)[0], rtol=1e-5, atol=1e-6
     )
-    np.testing.assert_allclose(ravel_pytree(reference)[0], got[2], rtol=1e-5, atol=1e-6)
 
 
 def test_output_fisher_products_are_the_kl_hessians_in_closed_form():
