@@ -39,7 +39,10 @@ CARTPOLE_HPARAMS = {"gamma": 0.99, "tau": 0.02, "discrete_target_entropy_scale":
 # ranged from -290 to -135, so 4 seeds against -250 passed or failed with the last bits: 8 seeds
 # (8-seed means -224 to -161) against -300.
 PENDULUM_SEEDS = 8
-SEEDS = 4
+# Discrete SAC on CartPole: 64 seeds have mean 457, standard deviation 85, the lowest 169 (48 at
+# 500); 4-seed means ranged from 363 to 500, so 4 seeds against 400 passed or failed with the
+# last bits: 8 seeds (8-seed means 409 to 483) against 350.
+CARTPOLE_SEEDS = 8
 PENDULUM_LAST_STEPS = 2_000  # mean over the last 10 Pendulum episodes of each seed
 CARTPOLE_LAST_STEPS = 2_000  # mean over the episodes completed in the last 2,000 steps
 
@@ -52,7 +55,7 @@ def pendulum():
 @pytest.fixture(scope="module")
 def cartpole():
     return experiment.train(
-        "sac", env="CartPole-v1", seeds=SEEDS, seed=0, config=CARTPOLE, hparams=CARTPOLE_HPARAMS, log=None
+        "sac", env="CartPole-v1", seeds=CARTPOLE_SEEDS, seed=0, config=CARTPOLE, hparams=CARTPOLE_HPARAMS, log=None
     )
 
 
@@ -149,7 +152,7 @@ def test_greedy_act_is_the_squashed_mean(pendulum):
 
 def test_discrete_sac_learns_cartpole(cartpole):
     returns = cartpole.metrics["episode_return"][:, -CARTPOLE_LAST_STEPS:].mean(axis=1)
-    assert returns.mean() >= 400.0, f"final returns per seed {returns}"
+    assert returns.mean() >= 350.0, f"final returns per seed {returns}"
     for name, values in cartpole.metrics.items():
         assert np.isfinite(values).all(), name
 
