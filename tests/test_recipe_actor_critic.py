@@ -34,10 +34,12 @@ def final_returns(metrics, fraction):
 def test_td_variant_learns_cartpole():
     """TD(0) actor-critic, the recipe's defaults (8 envs, 160k steps, Adam 1e-3 / 5e-4).
 
-    Mean return of the episodes of the last 5% of updates, averaged over 4 seeds, >= 200.
-    Measured: 500 on all 4 seeds of master seed 0; 220, 17, 500, 500 with master seed 1.
+    Mean return of the episodes of the last 5% of updates, averaged over 8 seeds, >= 200.
+    Over 64 seeds (master seeds 0-3 x 16) 7 collapse to about 16 (a near-deterministic policy
+    pushing one way) and most of the others reach 500: mean 441; 4-seed means ranged from 139
+    to 500, so 4 seeds passed or failed with the last bits; 8-seed means 319 to 500.
     """
-    result = experiment.train("actor_critic", env=ENV, seeds=4, seed=0, config={"variant": "td"}, log=None)
+    result = experiment.train("actor_critic", env=ENV, seeds=8, seed=0, config={"variant": "td"}, log=None)
     final = final_returns(result.metrics, 0.05)
     assert final.mean() >= 200.0, f"final returns {final}"
 
