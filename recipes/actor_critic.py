@@ -42,11 +42,11 @@ QAC as in the notes' box (actor weight Q_w(s, a), ``qac_baseline='none'``) reach
 signal is the small difference between the Q's of the actions. With Adam it collapses to a
 deterministic policy (return 9) on many seeds, since Adam keeps the step size while the score of
 an almost sure action vanishes; plain SGD (actor 3e-3, critic 0.03, entropy 0.01, 80k steps) keeps
-it stochastic: 73, 56, 35, 41 and 54, 77, 56, 69 (64 seeds: mean 65, 4-seed means 51-74). ``qac_baseline='expected'`` subtracts the state
-value of the same critic, b(s) = Σ_a π(a|s) Q_w(s, a) (``pgkit.expected_q_baseline``; for
-continuous actions Q_w(s, ã) with one independent ã ~ π(·|s)), which leaves the gradient unbiased
-and turns the weight into the advantage A_w(s, a) of the notes' "Advantage Actor Critic" without a
-second network. With SGD (actor 1e-2, critic 0.1, entropy 0, 160k steps) it learns:
+it stochastic: 73, 56, 35, 41 and 54, 77, 56, 69 (64 seeds: mean 65, 4-seed means 51-74).
+``qac_baseline='expected'`` subtracts the state value of the same critic,
+b(s) = Σ_a π(a|s) Q_w(s, a) (``pgkit.expected_q_baseline``; for continuous actions Q_w(s, ã)
+with one independent ã ~ π(·|s)), which leaves the gradient unbiased and turns the weight into
+the advantage A_w(s, a) of the notes' "Advantage Actor Critic" without a second network. With SGD (actor 1e-2, critic 0.1, entropy 0, 160k steps) it learns:
 500, 472, 500, 416 and 500, 434, 493, 451 (64 seeds: mean 409, 4-seed means 322-474; the same
 settings without the baseline: 44-59).
 """

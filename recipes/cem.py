@@ -186,7 +186,8 @@ def make(config: Config, env_name: str) -> Recipe:
         actor = policy(state.mean)
 
         def act_fn(key, obs):
-            actions, log_probs = nn.policy_distribution(jax.vmap(actor)(obs), discrete=env.discrete).sample_and_log_prob(seed=key)
+            dist = nn.policy_distribution(jax.vmap(actor)(obs), discrete=env.discrete)
+            actions, log_probs = dist.sample_and_log_prob(seed=key)
             return actions, log_probs, jnp.zeros(obs.shape[:1], jnp.float32)
 
         env_state, traj, returns, in_first = first_episodes(episode_key, act_fn)
@@ -198,7 +199,8 @@ def make(config: Config, env_name: str) -> Recipe:
         actions_flat = traj.actions.reshape((obs_flat.shape[0],) + traj.actions.shape[2:])
 
         def loss_fn(flat):
-            log_probs = nn.policy_distribution(jax.vmap(policy(flat))(obs_flat), discrete=env.discrete).log_prob(actions_flat)
+            dist = nn.policy_distribution(jax.vmap(policy(flat))(obs_flat), discrete=env.discrete)
+            log_probs = dist.log_prob(actions_flat)
             return jnp.sum(pgkit.approximate_cem_loss(log_probs.reshape(weights.shape), weights)) / count
 
         def gradient_step(carry, _):
