@@ -46,9 +46,10 @@ it stochastic: 73, 56, 35, 41 and 54, 77, 56, 69 (64 seeds: mean 65, 4-seed mean
 ``qac_baseline='expected'`` subtracts the state value of the same critic,
 b(s) = Σ_a π(a|s) Q_w(s, a) (``pgkit.expected_q_baseline``; for continuous actions Q_w(s, ã)
 with one independent ã ~ π(·|s)), which leaves the gradient unbiased and turns the weight into
-the advantage A_w(s, a) of the notes' "Advantage Actor Critic" without a second network. With SGD (actor 1e-2, critic 0.1, entropy 0, 160k steps) it learns:
-500, 472, 500, 416 and 500, 434, 493, 451 (64 seeds: mean 409, 4-seed means 322-474; the same
-settings without the baseline: 44-59).
+the advantage A_w(s, a) of the notes' "Advantage Actor Critic" without a second network. With
+SGD (actor 1e-2, critic 0.1, entropy 0, 160k steps) it learns: 500, 472, 500, 416 and 500, 434,
+493, 451 (64 seeds: mean 409, 4-seed means 322-474; the same settings without the baseline:
+44-59).
 """
 
 from __future__ import annotations
