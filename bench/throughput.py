@@ -32,14 +32,8 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
     t0 = time.perf_counter()
     made = module.make(config, env)
     chunk = max(1, made.num_updates // chunks)
-    _, init, chunk_fn = experiment._compiled(module, config, env, chunk)
-    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-    hp = jax.tree.map(lambda x: np.full((num_seeds,), x, np.float32), module.HParams())
-    keys, hp = experiment._shard_members((keys, hp), num_seeds)  # as the driver places them
-    # as the driver does: the chunk compiles on a thread while the init compiles and runs
-    compiling = experiment._compile_in_background(chunk_fn, init, keys, hp, num_seeds)
-    state = experiment._shard_members(init(keys, hp), num_seeds)
-    compiled = compiling.result()
+    # as the driver starts: members placed over the devices, the chunk compiled during the init
+    state, hp, compiled = experiment._start_members(module, config, env, chunk, module.HParams(), num_seeds)
     compile_seconds = time.perf_counter() - t0
     rates, done, returns = [], 0, None
     while done + chunk <= made.num_updates:

@@ -515,6 +515,22 @@ def _compile_in_background(chunk_fn, init, keys, member_hparams, num_members: in
     return future
 
 
+def _start_members(recipe_module, config, env_name: str, chunk: int, hparams, num_members: int, seed: int = 0):
+    """The driver's start for ``num_members`` copies of ``hparams`` (seeds ``split(PRNGKey(seed))``).
+
+    Members placed over the devices as the driver places them, the chunk compiled on a thread
+    while the init compiles and runs. Returns ``(state, member_hparams, compiled_chunk)``; the
+    benchmarks (bench/throughput.py, bench/peers/pgkit_runner.py) time this path.
+    """
+    _, init, chunk_fn = _compiled(recipe_module, config, env_name, chunk)
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_members)
+    member_hparams = jax.tree.map(lambda x: np.full((num_members,), x, np.float32), hparams)
+    keys, member_hparams = _shard_members((keys, member_hparams), num_members)
+    compiling = _compile_in_background(chunk_fn, init, keys, member_hparams, num_members)
+    state = jax.block_until_ready(_shard_members(init(keys, member_hparams), num_members))
+    return state, member_hparams, compiling.result()
+
+
 def _from_json(value):
     return tuple(value) if isinstance(value, list) else value
 

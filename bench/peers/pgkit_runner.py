@@ -66,14 +66,8 @@ def main() -> None:
     per_chunk, num_chunks = common.chunk_plan(
         recipe.num_updates * recipe.env_steps_per_update, recipe.env_steps_per_update, spec["chunks"]
     )
-    _, init, chunk_fn = experiment._compiled(module, config, env_name, per_chunk)
-    keys = jax.random.split(jax.random.PRNGKey(spec["seed"]), n)
-    hp = jax.tree.map(lambda x: np.full((n,), x, np.float32), hparams)
-    keys, hp = experiment._shard_members((keys, hp), n)
-    # as the driver does: the chunk compiles on a thread while the init compiles and runs
-    compiling = experiment._compile_in_background(chunk_fn, init, keys, hp, n)
-    state = jax.block_until_ready(experiment._shard_members(init(keys, hp), n))
-    compiled = compiling.result()
+    # as the driver starts: members placed over the devices, the chunk compiled during the init
+    state, hp, compiled = experiment._start_members(module, config, env_name, per_chunk, hparams, n, seed=spec["seed"])
     rec.compile_seconds = time.perf_counter() - t0
     rec.compile_cpu_seconds = time.process_time() - c0
     common.log(f"# pgkit {spec['algo']} {env_name} seeds={n}: compile {rec.compile_seconds:.1f} s, "
