@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import distrax
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from pgkit.actions import categorical_sample_and_log_prob
 from pgkit.envs import VecEnv, VecEnvState
+from pgkit.nn import policy_distribution
 
 __all__ = ["EpisodeStatistics", "Trajectory", "actor_critic_act_fn", "completed_episode_statistics", "rollout"]
 
@@ -171,8 +171,8 @@ def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
     ``act_fn(key, obs [E, obs_size])`` returns (a ~ π(·|s), log π(a|s), V(s)) for the batch, with
     π given by ``jax.vmap(actor)(obs)``: logits ``[E, A]`` (``discrete``; drawn by
     :func:`pgkit.categorical_sample_and_log_prob`, distrax's draws without its validity check)
-    or ``(mean, log_std)`` ``[E, A]`` each (a diagonal Gaussian, distrax's
-    ``MultivariateNormalDiag``), one ``key`` for the whole batch, and V = ``jax.vmap(critic)(obs)``.
+    or ``(mean, log_std)`` ``[E, A]`` each (a diagonal Gaussian,
+    :func:`pgkit.nn.policy_distribution`), one ``key`` for the whole batch, and V = ``jax.vmap(critic)(obs)``.
     The networks act on one example, as :mod:`pgkit.nn`'s policies and critics do.
 
     Args:
@@ -205,8 +205,7 @@ def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
         if discrete:
             actions, log_probs = categorical_sample_and_log_prob(params, key=key)
         else:
-            mean, log_std = params
-            actions, log_probs = distrax.MultivariateNormalDiag(mean, jnp.exp(log_std)).sample_and_log_prob(seed=key)
+            actions, log_probs = policy_distribution(params, discrete=False).sample_and_log_prob(seed=key)
         return actions, log_probs, jax.vmap(critic)(obs)
 
     return act_fn
