@@ -43,6 +43,7 @@ __all__ = [
     "DiscreteTwinQCritic",
     "orthogonal_linear",
     "policy_distribution",
+    "greedy_action",
 ]
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -475,6 +476,38 @@ def policy_distribution(outputs, *, discrete: bool):
         return distrax.Categorical(logits=outputs)
     mean, log_std = outputs
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
+
+
+def greedy_action(outputs, *, discrete: bool):
+    """The greedy action of a batch of raw policy outputs: the argmax, or the clipped mean.
+
+    a = argmax_i logits_i for ``discrete``, else a = clip(mean, −1, 1) (actions live in [−1, 1];
+    the environment wrapper rescales them to the Box): the evaluation policy of the recipes whose
+    policies are :class:`CategoricalPolicy` or :class:`GaussianPolicy`.
+
+    Args:
+      outputs: ``[N, A]`` logits, or a ``(mean [N, A], log_std [N, A])`` pair.
+      discrete: static bool, which of the two.
+
+    Returns:
+      ``[N]`` int32 actions, or ``[N, A]`` actions in [−1, 1].
+
+    Gradients:
+      None for the argmax; the clipped mean passes gradients where it is inside (−1, 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from pgkit import nn
+      >>> nn.greedy_action(jnp.array([[0.1, 2.0], [3.0, -1.0]]), discrete=True).tolist()
+      [1, 0]
+
+    Reference:
+      Sutton, Barto. Reinforcement Learning: An Introduction, 2nd ed., 2018, section 2.2 (the
+      greedy action).
+    """
+    if discrete:
+        return jnp.argmax(outputs, axis=-1)
+    return jnp.clip(outputs[0], -1.0, 1.0)
 
 
 class DeterministicPolicy(eqx.Module):

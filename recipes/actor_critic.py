@@ -280,9 +280,6 @@ def make(config: Config, env_name: str) -> Recipe:
     def act(state: State, key, obs):
         """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
         del key
-        params = jax.vmap(state.actor)(obs)
-        if env.discrete:
-            return jnp.argmax(params, axis=-1)
-        return jnp.clip(params[0], -1.0, 1.0)
+        return nn.greedy_action(jax.vmap(state.actor)(obs), discrete=env.discrete)
 
     return Recipe(init, update, act, env, config.num_envs, num_updates)

@@ -164,7 +164,11 @@ def make(config: Config, env_name: str) -> Recipe:
 
         def act_fn(key, obs):
             del key
-            actions = jax.vmap(lambda flat, o: greedy_actions(policy(flat), o[None], env.discrete)[0])(per_env, obs)
+
+            def one(flat, o):  # candidate ``flat`` acting on its own environment's observation
+                return nn.greedy_action(jax.vmap(policy(flat))(o[None]), discrete=env.discrete)[0]
+
+            actions = jax.vmap(one)(per_env, obs)
             zeros = jnp.zeros(obs.shape[:1], jnp.float32)
             return actions, zeros, zeros
 
@@ -223,15 +227,7 @@ def make(config: Config, env_name: str) -> Recipe:
     def act(state: State, key, obs):
         """Greedy evaluation policy of the mean parameters: argmax (discrete) or the mean action."""
         del key
-        return greedy_actions(policy(state.mean), obs, env.discrete)
+        return nn.greedy_action(jax.vmap(policy(state.mean))(obs), discrete=env.discrete)
 
     update = parameter_update if parameter else approximate_update
     return Recipe(init, update, act, env, steps_per_update, num_updates)
-
-
-def greedy_actions(actor, obs, discrete: bool):
-    """argmax of the logits (discrete) or the clipped mean (continuous) for ``obs [E, obs_size]``."""
-    params = jax.vmap(actor)(obs)
-    if discrete:
-        return jnp.argmax(params, axis=-1)
-    return jnp.clip(params[0], -1.0, 1.0)

@@ -176,7 +176,7 @@ def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
     def act(state: State, key, obs):
         """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
         del key
-        return greedy_actions(state.networks.actor, obs, env.discrete)
+        return nn.greedy_action(jax.vmap(state.networks.actor)(obs), discrete=env.discrete)
 
     return Recipe(init, update, act, env, batch_size, num_updates)
 
@@ -205,13 +205,6 @@ def build_networks(config, env, actor_key, critic_key) -> Networks:
         )
     critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
     return Networks(actor, critic)
-
-
-def greedy_actions(actor, obs, discrete: bool):
-    params = jax.vmap(actor)(obs)
-    if discrete:
-        return jnp.argmax(params, axis=-1)
-    return jnp.clip(params[0], -1.0, 1.0)
 
 
 def flatten_batch(traj, gae, batch_size: int, normalize_advantages: bool) -> Batch:

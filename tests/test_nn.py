@@ -252,6 +252,14 @@ def test_policy_distribution_equals_the_policies_own_distributions(batch):
             np.testing.assert_allclose(dist.entropy()[i], one.entropy(), rtol=1e-6, atol=1e-6)
 
 
+def test_greedy_action_is_the_argmax_or_the_clipped_mean():
+    logits = np.array([[0.1, 2.0, -1.0], [3.0, -1.0, 3.5]], np.float32)
+    np.testing.assert_array_equal(nn.greedy_action(jnp.asarray(logits), discrete=True), [1, 2])
+    mean = np.array([[0.5, -2.0], [1.5, -0.25]], np.float32)
+    got = nn.greedy_action((jnp.asarray(mean), jnp.zeros_like(mean)), discrete=False)
+    np.testing.assert_array_equal(got, [[0.5, -1.0], [1.0, -0.25]])  # NumPy: np.clip(mean, -1, 1)
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="activation"):
         nn.MLP(OBS, ACT, activation="sigmoidish", key=KEY)
