@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 import types
 import typing
@@ -393,8 +394,13 @@ def use_unrolled_threefry(enable: bool = True) -> bool:
     the same for your own programs. JAX registers this rule out of line on GPUs; here it is
     inlined, which is what was measured.
     Programs already compiled keep their lowering. It needs a private JAX hook; where that is
-    gone it does nothing and returns False.
+    gone it does nothing and returns False. From jaxlib 0.11 on it also does nothing and returns
+    False: that XLA's LLVM takes minutes (exponential time in its loop vectoriser) over the
+    unrolled hash, where JAX's own loop compiles in seconds (PPO CartPole: a 10-minute compile
+    of the init, against 4.9 s for the whole run, jaxlib 0.11.2).
     """
+    if enable and not _unrolled_threefry_compiles_fast(_jaxlib_version()):
+        return False
     try:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32 as threefry
@@ -404,6 +410,17 @@ def use_unrolled_threefry(enable: bool = True) -> bool:
     except (ImportError, AttributeError):
         return False
     return True
+
+
+def _jaxlib_version() -> tuple[int, ...]:
+    import jaxlib.version
+
+    return tuple(int(part) for part in re.findall(r"\d+", jaxlib.version.__version__)[:3])
+
+
+def _unrolled_threefry_compiles_fast(jaxlib_version: tuple[int, ...]) -> bool:
+    """Whether XLA compiles the unrolled threefry quickly: measured up to jaxlib 0.10, not from 0.11."""
+    return jaxlib_version < (0, 11)
 
 
 def _shard_members(tree, num_members: int):
