@@ -42,7 +42,8 @@ def main() -> None:
     recipe = module.make(config, args.env)
     chunk = experiment._chunk_length(recipe.num_updates, None)
     _, init, chunk_fn = experiment._compiled(module, config, args.env, chunk)  # turns the unrolled lowering on
-    if args.rolled_threefry:
+    unrolled = not args.rolled_threefry and experiment.use_unrolled_threefry()  # declined from jaxlib 0.11
+    if not unrolled:
         experiment.use_unrolled_threefry(False)
     keys = jax.random.split(jax.random.PRNGKey(0), args.seeds)
     hparams = jax.tree.map(lambda x: np.full((args.seeds,), x, np.float32), module.HParams())
@@ -65,7 +66,7 @@ def main() -> None:
     for leaf in jax.tree.leaves(state):
         digest.update(np.asarray(leaf).tobytes())
     print(
-        f"{args.recipe} {args.env} seeds={args.seeds} threefry={'rolled' if args.rolled_threefry else 'unrolled'}: "
+        f"{args.recipe} {args.env} seeds={args.seeds} threefry={'unrolled' if unrolled else 'rolled'}: "
         f"init compile {init_wall:.2f} s ({init_cpu:.2f} CPU-s, {_kernels(init_program)} kernels), chunk compile "
         f"{chunk_wall:.2f} s ({chunk_cpu:.2f} CPU-s, {_kernels(chunk_program)} kernels), chunk of {chunk} updates "
         f"runs in {np.median(seconds):.3f} s (median), "
