@@ -6,20 +6,20 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # not (tests/test_experiment.py covers the cache in a subprocess with its own directory).
 os.environ["PGKIT_CACHE_DIR"] = ""
 
-# One JAX CPU device per test process, whatever runs first: the pgkit command (tests call
-# cli.main in-process) would otherwise split a fresh process into one device per core, and the
-# measured numbers in the learning tests are single-device runs. Tests of sharding set their own.
 _flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-os.environ["XLA_FLAGS"] = " ".join([*_flags, "--xla_force_host_platform_device_count=1"])
+os.environ["XLA_FLAGS"] = " ".join(_flags)  # the device count is set below
 
 # What the driver does (bit-identical random numbers, faster compiles): the whole suite gets it.
 from pgkit import experiment  # noqa: E402  (after the environment above is set)
 
 experiment.use_unrolled_threefry()
-# XLA's CPU pool with two threads, whatever the machine: XLA splits some large sums (TRPO's and
+# One JAX CPU device per test process, whatever runs first: the pgkit command (tests call
+# cli.main in-process) would otherwise split a fresh process into one device per core, and the
+# measured numbers in the learning tests are single-device runs. Tests of sharding set their own.
+# XLA's CPU pool gets two threads, whatever the machine: XLA splits some large sums (TRPO's and
 # NPG's Fisher products) over its threads, so the learning tests' measured numbers hold for this
 # pool size (CI has 2 cores; on one core the pool has one thread).
-experiment._start_jax_with_threads(2)
+assert experiment.use_cpu_cores(1, threads=2), "JAX started before tests/conftest.py"
 
 
 # `make test-quick` (pytest -m "not slow") leaves out what trains agents end to end: the recipe
