@@ -407,10 +407,6 @@ class VecEnv:
         terminated = jnp.reshape(terminated, (self.num_envs,)).astype(jnp.bool_)
         truncated = jnp.reshape(truncated, (self.num_envs,)).astype(jnp.bool_)
         done = terminated | truncated
-        # gymnax computes the pre-reset observation twice (as final_observation and inside the
-        # reset's select): XLA may round the two copies differently, so the contract "equal to
-        # obs where not done" is made to hold by construction
-        raw_final_obs = jnp.where(done[:, None], raw_final_obs, raw_obs)
 
         episode_return = state.episode_return + reward
         episode_length = state.episode_length + 1
@@ -424,6 +420,10 @@ class VecEnv:
                 normalization = normalization._replace(obs=obs_stats)
             obs = self._normalize(raw_obs, obs_stats)
             final_obs = self._normalize(raw_final_obs, obs_stats)
+        # gymnax computes the pre-reset observation twice (as final_observation and inside the
+        # reset's select), and so is each normalised: XLA may round two copies of one computation
+        # differently, so the contract "equal to obs where not done" is made to hold by construction
+        final_obs = jnp.where(done[:, None], final_obs, obs)
 
         discounted_return = state.discounted_return
         scaled_reward = reward
