@@ -153,6 +153,8 @@ def test_observation_normalisation_matches_numpy(cartpole):
         expected_final = np.clip((raw_steps.final_obs[t] - stats.mean) * scale, -10, 10)
         np.testing.assert_allclose(steps.obs[t], expected_obs, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(steps.final_obs[t], expected_final, rtol=1e-3, atol=1e-4)
+    not_done = ~(steps.terminated | steps.truncated)
+    np.testing.assert_array_equal(steps.final_obs[not_done], steps.obs[not_done])  # exactly, by construction
     # Reset observations are normalised with the statistics of the reset batch itself.
     r0 = np.asarray(raw_obs0, np.float64)
     np.testing.assert_allclose(obs0, (r0 - r0.mean(0)) / np.sqrt(r0.var(0) + 1e-8), rtol=1e-3, atol=1e-4)
