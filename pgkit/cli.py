@@ -201,6 +201,13 @@ def main(argv=None) -> int:
     except experiment.NonFiniteError as error:
         print(f"pgkit: training stopped: {error}", file=sys.stderr)
         return 1
+    except RuntimeError as error:
+        from pgkit import envs  # imported lazily, as above: gymnax takes a second to import
+
+        if not isinstance(error, envs.EnvUnavailableError):
+            raise
+        print(f"pgkit: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pgkit: interrupted; the last checkpoint is kept (pgkit resume RUN_DIR)", file=sys.stderr)
         return 130

@@ -40,6 +40,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 __all__ = [
     "EnvStep",
+    "EnvUnavailableError",
     "Normalization",
     "RunningMeanStd",
     "VecEnv",
@@ -49,6 +50,11 @@ __all__ = [
     "running_mean_std_init",
     "running_mean_std_update",
 ]
+
+
+class EnvUnavailableError(RuntimeError):
+    """gymnax could not build an environment here: it fetches some environments' data when they
+    are made (MNIST for ``MNISTBandit-bsuite``), and that failed (no network)."""
 
 
 class RunningMeanStd(NamedTuple):
@@ -506,6 +512,7 @@ def make(
     Raises:
         ValueError: unknown ``name`` (the message lists the available ones), bad ``num_envs``,
             or an unsupported action space.
+        EnvUnavailableError: gymnax could not fetch the data the environment is made from.
 
     Example:
         >>> env = pgkit.envs.make("Pendulum-v1", num_envs=2)
@@ -517,7 +524,13 @@ def make(
             f"name must be one of the available environments {available_envs()}, got {name!r}"
         )
     _check_num_envs(num_envs)
-    env, params = gymnax.make(name, **env_kwargs)
+    try:
+        env, params = gymnax.make(name, **env_kwargs)
+    except OSError as error:  # urllib's URLError and socket errors are OSErrors
+        raise EnvUnavailableError(
+            f"environment {name!r} could not be created: gymnax downloads its data when it is made, "
+            f"and the download failed ({error}); pgkit itself never downloads"
+        ) from error
     overrides = dict(env_params or {})
     if overrides:
         unknown = [k for k in overrides if not hasattr(params, k)]
