@@ -258,3 +258,21 @@ def test_an_environment_whose_data_cannot_be_downloaded_raises_a_clear_error(mon
     monkeypatch.setattr(gymnax, "make", offline_make)
     with pytest.raises(envs.EnvUnavailableError, match="'MNISTBandit-bsuite' could not be created.*download failed"):
         envs.make("MNISTBandit-bsuite", num_envs=2)
+
+
+# gymnax downloads MNIST to make MNISTBandit-bsuite: the tests never download
+@pytest.mark.parametrize("name", [n for n in envs.available_envs() if n != "MNISTBandit-bsuite"])
+def test_every_registered_environment_resets_and_steps(name):
+    env = envs.make(name, num_envs=2)
+    reset_key, action_key, step_key = jax.random.split(jax.random.key(0), 3)
+    state, obs = env.reset(reset_key)
+    if env.discrete:
+        actions = jax.random.randint(action_key, (2,), 0, env.num_actions)
+    else:
+        actions = jax.random.uniform(action_key, (2, env.action_size), minval=-1.0, maxval=1.0)
+    state, step = jax.jit(env.step)(step_key, state, actions)
+    assert obs.shape == step.obs.shape == step.final_obs.shape == (2, env.observation_size)
+    assert obs.dtype == step.obs.dtype == jnp.float32
+    assert step.reward.shape == step.terminated.shape == step.truncated.shape == (2,)
+    assert step.reward.dtype == jnp.float32 and step.terminated.dtype == jnp.bool_
+    assert np.all(np.isfinite(np.asarray(step.obs))) and np.all(np.isfinite(np.asarray(step.reward)))
