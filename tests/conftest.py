@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 # Tests run on the CPU with float32, as CI does; keep XLA from grabbing every core twice over.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The pgkit command keeps compiled programs in ~/.cache/pgkit/xla; the in-process CLI tests must
@@ -33,9 +35,20 @@ _SLOW_TESTS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
-    import pytest
+@pytest.fixture
+def offline_gymnax(monkeypatch):
+    """gymnax.make fails as it does offline for an environment it makes from a download (MNISTBandit-bsuite)."""
+    import urllib.error
 
+    import gymnax
+
+    def offline_make(name, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(gymnax, "make", offline_make)
+
+
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name.startswith(_SLOW_FILES) or item.originalname in _SLOW_TESTS:
             item.add_marker(pytest.mark.slow)

@@ -97,15 +97,7 @@ def test_bad_input_is_one_line_and_exit_status_2(argv, message, capsys, tmp_path
     assert "Traceback" not in err
 
 
-def test_an_environment_that_cannot_be_made_here_is_one_line_and_exit_status_1(monkeypatch, capsys):
-    import urllib.error
-
-    import gymnax
-
-    def offline_make(name, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(gymnax, "make", offline_make)
+def test_an_environment_that_cannot_be_made_here_is_one_line_and_exit_status_1(offline_gymnax, capsys):
     code, _, err = run(["train", "ppo", "--env", "MNISTBandit-bsuite", "--steps", "512", *SMALL], capsys)
     assert code == 1
     assert err.startswith("pgkit: error: environment 'MNISTBandit-bsuite' could not be created") and err.count("\n") == 1

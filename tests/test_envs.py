@@ -247,15 +247,7 @@ def test_docstring_examples_run():
     assert runner.failures == 0
 
 
-def test_an_environment_whose_data_cannot_be_downloaded_raises_a_clear_error(monkeypatch):
-    import urllib.error
-
-    import gymnax
-
-    def offline_make(name, **kwargs):  # what gymnax does for MNISTBandit-bsuite without a network
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(gymnax, "make", offline_make)
+def test_an_environment_whose_data_cannot_be_downloaded_raises_a_clear_error(offline_gymnax):
     with pytest.raises(envs.EnvUnavailableError, match="'MNISTBandit-bsuite' could not be created.*download failed"):
         envs.make("MNISTBandit-bsuite", num_envs=2)
 
