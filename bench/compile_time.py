@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from pgkit import experiment
+from pgkit.experiment import driver
 
 
 def main() -> None:
@@ -40,8 +41,8 @@ def main() -> None:
     module = experiment.load_recipe(args.recipe)
     config = module.Config()
     recipe = module.make(config, args.env)
-    chunk = experiment._chunk_length(recipe.num_updates, None)
-    _, init, chunk_fn = experiment._compiled(module, config, args.env, chunk)  # turns the unrolled lowering on
+    chunk = driver.chunk_length(recipe.num_updates, None)
+    _, init, chunk_fn = driver.programs(module, config, args.env, chunk)  # turns the unrolled lowering on
     unrolled = not args.rolled_threefry and experiment.use_unrolled_threefry()  # declined from jaxlib 0.11
     if not unrolled:
         experiment.use_unrolled_threefry(False)

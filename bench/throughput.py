@@ -23,6 +23,8 @@ import jax
 import numpy as np
 
 from pgkit import experiment
+from pgkit.recipe import parse_option
+from pgkit.experiment import devices, driver
 
 
 def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: int = 8, config=None) -> dict:
@@ -33,7 +35,7 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
     made = module.make(config, env)
     chunk = max(1, made.num_updates // chunks)
     # as the driver starts: members placed over the devices, the chunk compiled during the init
-    state, hp, compiled = experiment._start_members(module, config, env, chunk, module.HParams(), num_seeds)
+    state, hp, compiled = driver.start_members(module, config, env, chunk, module.HParams(), num_seeds)
     compile_seconds = time.perf_counter() - t0
     rates, done, returns = [], 0, None
     while done + chunk <= made.num_updates:
@@ -46,7 +48,7 @@ def measure(recipe: str, env: str, num_seeds: int, total_steps: int, *, chunks: 
         "recipe": recipe,
         "env": env,
         "seeds": num_seeds,
-        "devices": experiment._devices_used(num_seeds),
+        "devices": devices.devices_used(num_seeds),
         "env_steps_per_second": float(np.median(rates)),
         "compile_seconds": compile_seconds,
         "wall_seconds_with_compile": time.perf_counter() - t0,
@@ -89,7 +91,7 @@ def main() -> None:
     config = {}
     for text in args.set:
         name, value = text.split("=", 1)
-        config[name] = experiment.parse_option(module.Config, name, value)
+        config[name] = parse_option(module.Config, name, value)
     print(f"# {machine()}")
     print(HEADER)
     results = []

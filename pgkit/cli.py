@@ -2,6 +2,8 @@
 
     pgkit train ppo --env CartPole-v1 --seeds 8 --steps 500000 --set clip_eps=0.1 \\
         --sweep lr=1e-4,3e-4,1e-3 --out runs/x
+    pgkit train ./my_algo.py --seeds 2 --out runs/mine    # any module following pgkit.recipe
+    pgkit train mypkg.my_algo --seeds 2                   # ... by its dotted module path
     pgkit resume runs/x
     pgkit plot runs/x runs/y --out overlay.png
     pgkit eval runs/x --episodes 10
@@ -20,7 +22,8 @@ import time
 from pathlib import Path
 
 from pgkit import experiment
-from pgkit.experiment import ConfigError
+from pgkit.experiment.registry import recipe_name
+from pgkit.recipe import ConfigError, describe, options_of, parse_option
 
 EXIT_USAGE = 2
 
@@ -37,12 +40,13 @@ def _split_assignment(text: str, flag: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pgkit`` command (its errors raise ConfigError: one line)."""
     parser = _Parser(prog="pgkit", description="Policy-gradient RL in JAX: train, resume, plot, eval, list.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a recipe over seeds x a hyperparameter grid")
-    train.add_argument("recipe", help="recipe name (see 'pgkit list')")
+    train.add_argument("recipe", help="recipe: a built-in name (see 'pgkit list'), a .py file or a dotted module path")
     train.add_argument("--env", help="gymnax environment (default: the recipe's)")
     train.add_argument("--seeds", type=int, default=8, help="seeds per setting (default 8)")
     train.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
@@ -61,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue an interrupted run")
     resume.add_argument("run_dir")
+    resume.add_argument("--recipe", help="where the recipe is now, if it has moved since training (file or module)")
 
     plot = sub.add_parser("plot", help="overlay learning curves of runs")
     plot.add_argument("run_dirs", nargs="+")
@@ -71,9 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--recipe", help="where the recipe is now, if it has moved since training (file or module)")
 
     listing = sub.add_parser("list", help="recipes, environments and each recipe's options")
-    listing.add_argument("recipe", nargs="?")
+    listing.add_argument("recipe", nargs="?", help="a built-in name, a .py file or a dotted module path")
     return parser
 
 
@@ -86,34 +92,35 @@ def _train(args) -> None:
         raise ConfigError(f"unknown environment {env!r}; available: {', '.join(envs.available_envs())}")
     config, hparams, sweep = {}, {}, {}
     if args.steps is not None:
-        config["total_steps"] = experiment.parse_option(module.Config, "total_steps", str(args.steps))
-    config_fields = experiment.options_of(module.Config)
-    hparam_fields = experiment.options_of(module.HParams)
+        config["total_steps"] = parse_option(module.Config, "total_steps", str(args.steps))
+    config_fields = options_of(module.Config)
+    hparam_fields = options_of(module.HParams)
+    name = recipe_name(module)
     for text in args.set:
-        name, value = _split_assignment(text, "--set")
-        if name in config_fields:
-            config[name] = experiment.parse_option(module.Config, name, value)
-        elif name in hparam_fields:
-            hparams[name] = experiment.parse_option(module.HParams, name, value)
+        option_name, value = _split_assignment(text, "--set")
+        if option_name in config_fields:
+            config[option_name] = parse_option(module.Config, option_name, value)
+        elif option_name in hparam_fields:
+            hparams[option_name] = parse_option(module.HParams, option_name, value)
         else:
             raise ConfigError(
-                f"unknown option {name!r} for recipe {args.recipe!r}; available: "
+                f"unknown option {option_name!r} for recipe {name!r}; available: "
                 f"{', '.join([*config_fields, *hparam_fields])}"
             )
     for text in args.sweep:
-        name, values = _split_assignment(text, "--sweep")
-        if name not in hparam_fields:
+        option_name, values = _split_assignment(text, "--sweep")
+        if option_name not in hparam_fields:
             raise ConfigError(
-                f"cannot sweep {name!r}: only float hyperparameters can be swept "
+                f"cannot sweep {option_name!r}: only float hyperparameters can be swept "
                 f"({', '.join(hparam_fields)})"
             )
-        sweep[name] = [experiment.parse_option(module.HParams, name, v) for v in values.split(",") if v]
+        sweep[option_name] = [parse_option(module.HParams, option_name, v) for v in values.split(",") if v]
     for key, value in (("seeds", args.seeds), ("chunk", args.chunk)):
         if value is not None and value < 1:
             raise ConfigError(f"option '--{key}' must be >= 1, got {value}")
-    out = args.out or f"runs/{args.recipe}-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or f"runs/{name}-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
     experiment.train(
-        args.recipe,
+        module,
         env=env,
         seeds=args.seeds,
         seed=args.seed,
@@ -145,19 +152,21 @@ def _list(args) -> None:
 
     names = [args.recipe] if args.recipe else experiment.available_recipes()
     if not args.recipe:
-        print("recipes: " + ", ".join(names))
+        print("recipes: " + ", ".join(names) + " (or your own: a .py file or a dotted module path)")
         print("environments: " + ", ".join(envs.available_envs()))
-    for name in names:
-        module = experiment.load_recipe(name)
-        print(f"\n{name}: {module.DESCRIPTION} (default env {module.DEFAULT_ENV})")
+    for recipe in names:
+        module = experiment.load_recipe(recipe)
+        description = getattr(module, "DESCRIPTION", None) or (module.__doc__ or "").strip().partition("\n")[0]
+        name = recipe_name(module)
+        print(f"\n{name}: {description} (default env {module.DEFAULT_ENV})")
         for title, cls in (("static options (--set)", module.Config), ("hyperparameters (--set, --sweep)", module.HParams)):
             print(f"  {title}:")
-            for field_name, field in experiment.options_of(cls).items():
-                allowed = experiment._describe(field)
+            for field_name, field in options_of(cls).items():
+                allowed = describe(field)
                 print(f"    {field_name} = {field.default!r}  ({allowed})  {field.metadata['help']}")
 
 
-def _cpu_layout(args) -> tuple[int | None, int | None]:
+def cpu_layout(args) -> tuple[int | None, int | None]:
     """(members, XLA CPU threads) of the command, read before JAX starts (None: unknown or default).
 
     A resumed run or an evaluation gets the thread count its run was trained with (config.json).
@@ -181,18 +190,18 @@ def _cpu_layout(args) -> tuple[int | None, int | None]:
 def main(argv=None) -> int:
     experiment.use_compilation_cache()  # a repeated configuration skips compiling
     try:
-        args = _build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         # one JAX CPU device per core that the members can fill, members sharded over them
-        members, threads = _cpu_layout(args)
+        members, threads = cpu_layout(args)
         experiment.use_cpu_cores(members=members, threads=threads)
         if args.command == "train":
             _train(args)
         elif args.command == "resume":
-            experiment.resume(args.run_dir)
+            experiment.resume(args.run_dir, recipe=args.recipe)
         elif args.command == "plot":
             _plot(args)
         elif args.command == "eval":
-            experiment.evaluate(args.run_dir, episodes=args.episodes, seed=args.seed)
+            experiment.evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, recipe=args.recipe)
         elif args.command == "list":
             _list(args)
     except ConfigError as error:

@@ -42,7 +42,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, rollout
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "a2c"
 DESCRIPTION = "Synchronous advantage actor-critic: n-step or GAE advantages, shared or separate networks, RMSProp/Adam"

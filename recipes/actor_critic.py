@@ -64,7 +64,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, rollout
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "actor_critic"
 DESCRIPTION = "Online actor-critic updated every step: QAC (SARSA critic), TD(0) or TD(lambda) with eligibility traces"

@@ -61,7 +61,7 @@ from jax.flatten_util import ravel_pytree
 
 import pgkit
 from pgkit import envs, nn, rollout
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "cem"
 DESCRIPTION = "Cross-entropy method: Gaussian search over policy parameters, or approximate CEM on elite episodes"

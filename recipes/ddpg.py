@@ -52,7 +52,7 @@ import optax
 import pgkit
 from pgkit import envs, nn, rollout
 from pgkit.buffers import BufferState, ReplayBuffer
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "ddpg"
 DESCRIPTION = "Deep Deterministic Policy Gradient: deterministic actor, replay, target networks"

@@ -60,7 +60,7 @@ from jax.flatten_util import ravel_pytree
 
 import pgkit
 from pgkit import envs, nn, rollout
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "npg"
 DESCRIPTION = "Natural policy gradient: Fisher-vector products + CG (or compatible features), GAE critic"

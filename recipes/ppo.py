@@ -40,7 +40,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, rollout
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "ppo"
 DESCRIPTION = "Proximal Policy Optimization: clipped or adaptive-KL surrogate, GAE, minibatch epochs"

@@ -74,7 +74,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, rollout
-from pgkit.experiment import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "reinforce"
 DESCRIPTION = "REINFORCE on whole episodes: reward-to-go or R(tau), mean/optimal/value baselines, policy relaxation"

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import pgkit
 from pgkit import nn
 from pgkit.buffers import BufferState, ReplayBuffer
-from pgkit.experiment import Recipe, hyperparameters, option
+from pgkit.recipe import Recipe, hyperparameters, option
 from recipes.ddpg import (
     adam_init,
     adam_step,

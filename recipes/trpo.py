@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pgkit.experiment import Recipe, hyperparameters, option
+from pgkit.recipe import Recipe, hyperparameters, option
 from recipes import npg
 
 NAME = "trpo"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
+from pgkit.experiment import driver
 
 from reference import assert_bit_identical
 
@@ -90,7 +91,7 @@ def check_warm_up_actions_are_uniform(module, env_name, config, chunk, *, sharpe
     ``env_steps`` is set back to 0 before every chunk, so every behaviour action is a warm-up
     one; ``config["buffer_size"]`` steps per seed are stored.
     """
-    recipe, init, chunk_fn = experiment._compiled(module, module.Config(**config), env_name, chunk)
+    recipe, init, chunk_fn = driver.programs(module, module.Config(**config), env_name, chunk)
     hp = jax.tree.map(lambda x: jnp.full((2,), x, jnp.float32), module.HParams(**(hparams or {})))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     state = sharpened(init(keys, hp))
@@ -120,7 +121,7 @@ def full_buffer_copies(recipe: str, env_name: str, **config) -> list[str]:
     capacity = 4_099
     module = experiment.load_recipe(recipe)
     config = module.Config(**{**SMALL, "buffer_size": capacity, **config})
-    _, init, chunk_fn = experiment._compiled(module, config, env_name, 8)
+    _, init, chunk_fn = driver.programs(module, config, env_name, 8)
     keys = jax.random.split(jax.random.key(0), 1)
     hparams = jax.tree.map(lambda x: np.full((1,), x, np.float32), module.HParams())
     shapes = jax.eval_shape(init, keys, hparams)

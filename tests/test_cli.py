@@ -54,7 +54,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_and_exit_status_2(tmp_path, 
 
 def test_members_and_threads_are_read_before_jax_starts(tmp_path):
     def layout(argv):
-        return cli._cpu_layout(cli._build_parser().parse_args(argv))
+        return cli.cpu_layout(cli.build_parser().parse_args(argv))
 
     assert layout(["train", "ppo", "--seeds", "3", "--sweep", "lr=1e-3,3e-4", "--sweep", "gamma=0.9,0.99,0.999"]) == (18, None)
     assert layout(["train", "ppo", "--threads", "2"]) == (8, 2)

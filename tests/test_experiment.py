@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pgkit import experiment, stats
+from pgkit.experiment import devices, driver
 
 import reference as ref
 
@@ -37,7 +38,7 @@ def test_same_key_same_result_bit_for_bit():
 def test_member_of_vmapped_run_equals_single_run():
     module = experiment.load_recipe("ppo")
     config = module.Config(**SMALL)
-    recipe, init, chunk_fn = experiment._compiled(module, config, "CartPole-v1", 2)
+    recipe, init, chunk_fn = driver.programs(module, config, "CartPole-v1", 2)
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
     hp = module.HParams()
     batched_hp = jax.tree.map(lambda x: jnp.full((3,), x, jnp.float32), hp)
@@ -250,7 +251,7 @@ def test_unrolled_threefry_gives_the_same_random_numbers():
         )
 
     keys = jax.random.split(jax.random.PRNGKey(42), 3)
-    if not experiment._unrolled_threefry_compiles_fast(experiment._jaxlib_version()):
+    if not devices.unrolled_threefry_compiles_fast(devices.jaxlib_version()):
         pytest.skip("from jaxlib 0.11 the driver keeps JAX's rolled threefry (the unrolled one compiles for minutes)")
     if not experiment.use_unrolled_threefry(False):
         pytest.skip("this JAX has no private threefry lowering hook: the driver keeps JAX's default")
@@ -268,18 +269,18 @@ def test_unrolled_threefry_gives_the_same_random_numbers():
 
 
 def test_unrolled_threefry_is_kept_to_the_jaxlib_versions_that_compile_it_quickly():
-    assert experiment._unrolled_threefry_compiles_fast((0, 10, 2))
-    assert not experiment._unrolled_threefry_compiles_fast((0, 11, 2))
-    assert not experiment._unrolled_threefry_compiles_fast((1, 0, 0))
-    assert len(experiment._jaxlib_version()) == 3
-    if not experiment._unrolled_threefry_compiles_fast(experiment._jaxlib_version()):
+    assert devices.unrolled_threefry_compiles_fast((0, 10, 2))
+    assert not devices.unrolled_threefry_compiles_fast((0, 11, 2))
+    assert not devices.unrolled_threefry_compiles_fast((1, 0, 0))
+    assert len(devices.jaxlib_version()) == 3
+    if not devices.unrolled_threefry_compiles_fast(devices.jaxlib_version()):
         assert not experiment.use_unrolled_threefry()  # declined: JAX's rolled loop stays
         assert "stablehlo.while" in jax.jit(lambda k: jax.random.split(k)).lower(jax.random.PRNGKey(0)).as_text()
 
 
 def test_non_finite_metrics_are_reported():
     with pytest.raises(experiment.NonFiniteError, match="'value_loss'.*update 7"):
-        experiment._check_finite({"value_loss": np.array([[1.0, np.nan], [1.0, 2.0]])}, 6)
+        driver.check_finite({"value_loss": np.array([[1.0, np.nan], [1.0, 2.0]])}, 6)
 
 
 def test_bad_options_name_the_option():

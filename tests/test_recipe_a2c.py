@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
-from recipes import a2c
+from pgkit.recipe import validate
+from pgkit.recipes import a2c
 
 ENV = "CartPole-v1"
 TINY = {"total_steps": 4 * 8 * 3, "num_envs": 4, "num_steps": 8, "hidden_sizes": (16, 16)}
@@ -81,6 +82,6 @@ def test_bad_options_name_the_option():
     with pytest.raises(experiment.ConfigError, match="hidden_sizes"):
         a2c.make(a2c.Config(hidden_sizes=()), ENV)
     with pytest.raises(experiment.ConfigError, match="advantages"):
-        experiment.validate(dataclasses.replace(a2c.Config(), advantages="td"))
+        validate(dataclasses.replace(a2c.Config(), advantages="td"))
     with pytest.raises(experiment.ConfigError, match="optimizer"):
-        experiment.validate(dataclasses.replace(a2c.Config(), optimizer="sgd"))
+        validate(dataclasses.replace(a2c.Config(), optimizer="sgd"))

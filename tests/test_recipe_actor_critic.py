@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
-from recipes import actor_critic
+from pgkit.recipe import validate
+from pgkit.recipes import actor_critic
 
 ENV = "CartPole-v1"
 TINY = {"total_steps": 4 * 40, "num_envs": 4, "hidden_sizes": (16,)}
@@ -139,8 +140,8 @@ def test_bad_options_name_the_option():
     with pytest.raises(experiment.ConfigError, match="hidden_sizes"):
         actor_critic.make(actor_critic.Config(hidden_sizes=()), ENV)
     with pytest.raises(experiment.ConfigError, match="variant"):
-        experiment.validate(dataclasses.replace(actor_critic.Config(), variant="sarsa"))
+        validate(dataclasses.replace(actor_critic.Config(), variant="sarsa"))
     with pytest.raises(experiment.ConfigError, match="qac_baseline"):
         actor_critic.make(actor_critic.Config(variant="td", qac_baseline="expected"), ENV)
     with pytest.raises(experiment.ConfigError, match="qac_baseline"):
-        experiment.validate(dataclasses.replace(actor_critic.Config(), qac_baseline="mean"))
+        validate(dataclasses.replace(actor_critic.Config(), qac_baseline="mean"))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
-from recipes import cem
+from pgkit.recipe import validate
+from pgkit.recipes import cem
 
 # The documented configurations (recipes/cem.py docstring), 500-step episodes from fresh resets.
 PARAMETER = {"total_steps": 20 * 64 * 500}  # the defaults: 20 updates of N = 64 linear candidates
@@ -106,4 +107,4 @@ def test_invalid_configuration_names_the_option():
     with pytest.raises(experiment.ConfigError, match="episodes_per_candidate"):
         cem.make(cem.Config(variant="approximate", episodes_per_candidate=2), "CartPole-v1")
     with pytest.raises(experiment.ConfigError, match="variant"):
-        experiment.validate(cem.Config(variant="genetic"))
+        validate(cem.Config(variant="genetic"))

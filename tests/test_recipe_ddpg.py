@@ -8,7 +8,7 @@ import pytest
 
 from pgkit import envs, experiment, rollout
 from pgkit.buffers import ReplayBuffer
-from recipes import ddpg
+from pgkit.recipes import ddpg
 
 from offpolicy import (
     SMALL,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
-from recipes import npg
+from pgkit.recipe import validate
+from pgkit.recipes import npg
 
 # The documented configuration (recipes/npg.py docstring): the defaults, 100 updates of
 # 4 envs x 256 steps = 102,400 steps per seed.
@@ -83,4 +84,4 @@ def test_invalid_configuration_names_the_option():
     with pytest.raises(experiment.ConfigError, match="critic_minibatches"):
         npg.make(npg.Config(num_envs=3, num_steps=5, critic_minibatches=2), "CartPole-v1")
     with pytest.raises(experiment.ConfigError, match="direction"):
-        experiment.validate(npg.Config(direction="newton"))
+        validate(npg.Config(direction="newton"))

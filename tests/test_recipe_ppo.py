@@ -5,7 +5,7 @@ import numpy as np
 from pgkit import experiment
 
 # Pendulum-v1 (continuous): the configuration documented in recipes/ppo.py (PENDULUM_CONFIG).
-from recipes.ppo import PENDULUM_CONFIG, PENDULUM_HPARAMS
+from pgkit.recipes.ppo import PENDULUM_CONFIG, PENDULUM_HPARAMS
 
 
 def final_returns(result):

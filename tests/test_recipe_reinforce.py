@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
-from recipes import reinforce
+from pgkit.recipe import validate
+from pgkit.recipes import reinforce
 
 ENV = "CartPole-v1"
 # 4 episodes per update, 3 updates: one CartPole horizon is 500 steps.
@@ -121,4 +122,4 @@ def test_bad_options_name_the_option():
     with pytest.raises(experiment.ConfigError, match="num_envs"):
         reinforce.make(reinforce.Config(baseline="optimal", num_envs=1), ENV)
     with pytest.raises(experiment.ConfigError, match="baseline"):
-        experiment.validate(dataclasses.replace(reinforce.Config(), baseline="median"))
+        validate(dataclasses.replace(reinforce.Config(), baseline="median"))

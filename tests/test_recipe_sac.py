@@ -8,7 +8,7 @@ import pytest
 
 import pgkit
 from pgkit import experiment, nn
-from recipes import sac
+from pgkit.recipes import sac
 from offpolicy import (
     SMALL,
     SMALL_CHUNK,

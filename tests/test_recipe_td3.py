@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
-from recipes import td3
+from pgkit.recipes import td3
 from offpolicy import (
     SMALL,
     assert_bit_identical,

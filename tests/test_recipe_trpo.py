@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pgkit import experiment
-from recipes import trpo
+from pgkit.recipe import validate
+from pgkit.recipes import trpo
 
 # The documented CartPole configuration (recipes/trpo.py docstring): the defaults, 100 updates
 # of 4 envs x 256 steps = 102,400 steps per seed.
@@ -78,4 +79,4 @@ def test_invalid_configuration_names_the_option():
     with pytest.raises(experiment.ConfigError, match="critic_minibatches"):
         trpo.make(trpo.Config(num_envs=3, num_steps=5, critic_minibatches=2), "CartPole-v1")
     with pytest.raises(experiment.ConfigError, match="backtrack_ratio"):
-        experiment.validate(trpo.HParams(backtrack_ratio=1.5))
+        validate(trpo.HParams(backtrack_ratio=1.5))

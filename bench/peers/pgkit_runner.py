@@ -1,6 +1,6 @@
 """pgkit side of bench/compare.py: one workload, N seeds as one jit(vmap(scan(update))) program.
 
-Uses the driver's compiled chunk and member placement (``pgkit.experiment._compiled``,
+Uses the driver's compiled chunk and member placement (``pgkit.experiment.driver.programs``,
 ``_shard_members``: one JAX CPU device per core, as ``pgkit train``) and evaluates the greedy
 policy (``recipe.act``) between chunks, outside the timed region. Run with pgkit's Python (the project's .venv or /work/venv).
 """
@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 
 import pgkit  # noqa: E402
 from pgkit import experiment  # noqa: E402
+from pgkit.recipe import validate
+from pgkit.experiment import devices, driver
 
 
 def greedy_evaluation(recipe, episodes: int):
@@ -57,8 +59,8 @@ def main() -> None:
     n, env_name = spec["seeds"], spec["env"]
     config = module.Config(**{**spec["config"], "total_steps": spec["steps"]})
     hparams = module.HParams(**spec["hparams"])
-    experiment.validate(config)
-    experiment.validate(hparams)
+    validate(config)
+    validate(hparams)
     rec = common.Recorder(spec)
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -67,7 +69,7 @@ def main() -> None:
         recipe.num_updates * recipe.env_steps_per_update, recipe.env_steps_per_update, spec["chunks"]
     )
     # as the driver starts: members placed over the devices, the chunk compiled during the init
-    state, hp, compiled = experiment._start_members(module, config, env_name, per_chunk, hparams, n, seed=spec["seed"])
+    state, hp, compiled = driver.start_members(module, config, env_name, per_chunk, hparams, n, seed=spec["seed"])
     rec.compile_seconds = time.perf_counter() - t0
     rec.compile_cpu_seconds = time.process_time() - c0
     common.log(f"# pgkit {spec['algo']} {env_name} seeds={n}: compile {rec.compile_seconds:.1f} s, "
@@ -87,7 +89,7 @@ def main() -> None:
                   train_returns[:, -1].mean())
 
     versions = {"pgkit": getattr(pgkit, "__version__", "dev"), "jax": jax.__version__,
-                "backend": jax.default_backend(), "devices": experiment._devices_used(n)}
+                "backend": jax.default_backend(), "devices": devices.devices_used(n)}
     notes = []
     common.emit(rec.result("pgkit", spec["algo"].upper(), versions, notes))
 

@@ -1,0 +1,177 @@
+"""The recipe protocol: what an algorithm hands to pgkit's experiment driver.
+
+A recipe is any Python module with
+
+- ``Config``: a frozen dataclass of static options (shapes, counts, mode switches), each field
+  an :func:`option`;
+- ``HParams``: a :func:`hyperparameters` class of float options, traced and vmappable, so one
+  compiled program trains a whole sweep;
+- ``make(config, env_name) -> Recipe``: the pure functions of the algorithm;
+- ``DEFAULT_ENV``: the environment it trains on when none is named;
+- optionally ``NAME`` and ``DESCRIPTION`` (else the module's name and first docstring line).
+
+It imports this module, never the driver; the driver (``pgkit.experiment``) knows recipes only
+through it. Built-in recipes and a researcher's own module are run the same way::
+
+    import my_algo                             # follows the protocol
+    pgkit.experiment.train(my_algo, seeds=4, sweep={"lr": [1e-3, 3e-4]}, out="runs/x")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = [
+    "ConfigError",
+    "Recipe",
+    "option",
+    "hyperparameters",
+    "options_of",
+    "describe",
+    "parse_option",
+    "validate",
+    "check_recipe_module",
+]
+
+
+class ConfigError(ValueError):
+    """A bad option value or request; the message names the option and what is allowed."""
+
+
+class Recipe(NamedTuple):
+    """The pure functions a recipe's ``make`` returns (the driver vmaps and scans them).
+
+    Attributes:
+      init: ``(key, hparams) -> state``; the state holds the PRNG key stream.
+      update: ``(state, hparams) -> (state, metrics)``: one iteration of the algorithm box;
+        ``metrics`` maps names to scalars and includes ``episode_return`` (mean undiscounted
+        return of the episodes completed in this update, the last known value if none).
+      act: ``(state, key, obs [E, obs_size]) -> actions [E, ...]``, the evaluation policy.
+      env: the training ``pgkit.envs.VecEnv``.
+      env_steps_per_update: environment steps of one member in one update.
+      num_updates: updates in a whole run.
+    """
+
+    init: Callable
+    update: Callable
+    act: Callable
+    env: Any
+    env_steps_per_update: int
+    num_updates: int
+
+
+def option(default, help: str, *, low=None, high=None, choices=None, positive=False):
+    """A documented, validated dataclass field for a recipe's ``Config`` or ``HParams``.
+
+    ``low``/``high`` are inclusive bounds, ``positive`` means ``> 0``, ``choices`` lists the
+    allowed values; :func:`validate` checks them and ``pgkit list`` prints them with ``help``.
+    """
+    meta = {"help": help, "low": low, "high": high, "choices": choices, "positive": positive}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def hyperparameters(cls):
+    """Frozen dataclass whose fields are pytree leaves (traced floats, vmappable)."""
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
+
+
+def options_of(cls) -> dict[str, dataclasses.Field]:
+    """The fields of a ``Config`` or ``HParams`` class by name, in declaration order."""
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def describe(field: dataclasses.Field) -> str:
+    """What an option allows, in words: ``"one of a, b"``, ``"> 0 and <= 1"``, ``"any value"``."""
+    meta = field.metadata
+    if meta.get("choices"):
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    parts = []
+    if meta.get("positive"):
+        parts.append("> 0")
+    if meta.get("low") is not None:
+        parts.append(f">= {meta['low']}")
+    if meta.get("high") is not None:
+        parts.append(f"<= {meta['high']}")
+    return " and ".join(parts) if parts else "any value"
+
+
+def parse_option(cls, name: str, text: str):
+    """Parse ``text`` into the declared type of ``cls.name`` (int, float, bool, str, tuple of ints)."""
+    fields = options_of(cls)
+    if name not in fields:
+        raise ConfigError(f"unknown option {name!r}; available: {', '.join(fields)}")
+    kind = typing.get_type_hints(cls)[name]
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if kind is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(text)
+        if typing.get_origin(kind) is tuple:
+            return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        return str(text)
+    except ValueError:
+        expected = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"option {name!r} expects {expected}, got {text!r}") from None
+
+
+def validate(instance) -> None:
+    """Check every field of a ``Config``/``HParams`` against its declared type and range."""
+    cls = type(instance)
+    hints = typing.get_type_hints(cls)
+    for name, field in options_of(cls).items():
+        value = getattr(instance, name)
+        if isinstance(value, jax.Array | np.ndarray):
+            continue  # swept values are validated one by one before stacking
+        kind, meta = hints[name], field.metadata
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value)
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"option {name!r} expects int, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"option {name!r} must be finite, got {value!r}")
+        allowed = (
+            (not meta.get("choices") or value in meta["choices"])
+            and (not meta.get("positive") or value > 0)
+            and (meta.get("low") is None or value >= meta["low"])
+            and (meta.get("high") is None or value <= meta["high"])
+        )
+        if not allowed:
+            raise ConfigError(f"option {name!r} must be {describe(field)}, got {value!r}")
+
+
+def check_recipe_module(module: types.ModuleType) -> types.ModuleType:
+    """``module`` itself if it follows the protocol, else a ConfigError saying what it lacks."""
+    where = getattr(module, "__file__", None) or module.__name__
+    missing = [
+        name
+        for name, ok in (
+            ("make", callable(getattr(module, "make", None))),
+            ("Config", dataclasses.is_dataclass(getattr(module, "Config", None))),
+            ("HParams", dataclasses.is_dataclass(getattr(module, "HParams", None))),
+            ("DEFAULT_ENV", isinstance(getattr(module, "DEFAULT_ENV", None), str)),
+        )
+        if not ok
+    ]
+    if missing:
+        raise ConfigError(
+            f"{where!r} is not a recipe: it lacks {', '.join(missing)} (a recipe module defines make, "
+            "Config, HParams and DEFAULT_ENV; see pgkit.recipe)"
+        )
+    return module
