@@ -17,6 +17,7 @@ __all__ = [
     "expected_q_baseline",
     "leave_one_out_baseline",
     "mean_baseline",
+    "normalized_advantages",
     "optimal_baseline",
     "value_loss",
 ]
@@ -109,6 +110,46 @@ def mean_baseline(returns, *, axis=None, where=None):
     total = jnp.sum(jnp.where(where, returns, 0.0), axis=axes, keepdims=True)
     count = jnp.sum(where, axis=axes, keepdims=True)
     return jnp.broadcast_to(total / jnp.maximum(count, 1), returns.shape)
+
+
+def normalized_advantages(advantages, *, eps=1e-8, stop_target_gradients=True):
+    """Advantages standardised over the batch: zero mean, unit standard deviation.
+
+    Equation:
+        Â_i = (A_i − mean(A)) / (std(A) + ε),   mean and (population) std over every element,
+
+    the per-batch normalisation of PPO and TRPO implementations (Engstrom et al. 2020 count it
+    among the "code-level optimisations"). It subtracts a constant, which leaves a score-function
+    estimate unbiased, and rescales the step by 1/std. Apply it to the batch or minibatch the
+    loss averages over, outside the loss, so that the loss itself stays an estimator.
+
+    Args:
+        advantages: [T, *B] (or any shape) advantage estimates of one batch.
+        eps: float added to the standard deviation (traced; guards a constant batch).
+        stop_target_gradients: if True (default), the result carries no gradient.
+
+    Returns:
+        The shape of ``advantages``: the standardised advantages.
+
+    Gradients:
+        None by default (advantages are targets); with ``stop_target_gradients=False`` they flow
+        through ``advantages``, mean and std included.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import pgkit
+        >>> [round(a, 4) for a in pgkit.normalized_advantages(jnp.array([1.0, 2.0, 3.0]), eps=0.0).tolist()]
+        [-1.2247, 0.0, 1.2247]
+
+    Reference:
+        Engstrom et al. (2020), "Implementation Matters in Deep Policy Gradients: A Case Study on
+        PPO and TRPO", ICLR, https://arxiv.org/abs/2005.12729
+    """
+    advantages = _as_float(advantages)
+    if advantages.size == 0:
+        raise ValueError(f"advantages must hold at least one element, got shape {advantages.shape}")
+    normalized = (advantages - advantages.mean()) / (advantages.std() + eps)
+    return jax.lax.stop_gradient(normalized) if stop_target_gradients else normalized
 
 
 def leave_one_out_baseline(returns, *, axis=0):

@@ -86,6 +86,31 @@ def test_masked_mean_baseline_matches_a_loop():
         pgkit.mean_baseline(returns, where=jnp.ones((3,), bool))
 
 
+def test_normalized_advantages_match_a_loop_and_stop_gradients():
+    advantages = jax.random.normal(jax.random.key(5), (7, 3)) * 3.0 + 1.5
+    got = jax.jit(pgkit.normalized_advantages)(advantages)
+    a = np.asarray(advantages, np.float64).ravel()
+    mean = sum(a) / len(a)
+    std = (sum((x - mean) ** 2 for x in a) / len(a)) ** 0.5
+    np.testing.assert_allclose(got, ((np.asarray(advantages, np.float64) - mean) / (std + 1e-8)), rtol=1e-5, atol=1e-6)
+    assert abs(float(got.mean())) < 1e-6 and abs(float(got.std()) - 1.0) < 1e-5
+    # a constant batch: zeros, not NaN
+    np.testing.assert_array_equal(pgkit.normalized_advantages(jnp.full((4,), 2.0)), np.zeros(4))
+    # vmap over independent batches equals one call per batch
+    batched = jax.vmap(pgkit.normalized_advantages)(advantages.T)
+    for e in range(3):
+        np.testing.assert_allclose(batched[e], pgkit.normalized_advantages(advantages[:, e]), rtol=1e-6)
+    loss = lambda x, stop: (pgkit.normalized_advantages(x, stop_target_gradients=stop) * jnp.arange(21.0).reshape(7, 3)).sum()
+    assert float(jnp.abs(jax.grad(loss)(advantages, True)).max()) == 0.0
+    grad = jax.grad(loss)(advantages, False)
+    h = 1e-2
+    bump = jnp.zeros_like(advantages).at[2, 1].set(h)
+    fd = (loss(advantages + bump, False) - loss(advantages - bump, False)) / (2 * h)
+    np.testing.assert_allclose(grad[2, 1], fd, rtol=2e-2)
+    with pytest.raises(ValueError, match="advantages"):
+        pgkit.normalized_advantages(jnp.zeros((0,)))
+
+
 def test_leave_one_out_matches_a_loop():
     returns = np.asarray(jax.random.normal(jax.random.key(1), (4, 3)))
     for axis in (0, 1, -1):
