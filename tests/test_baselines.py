@@ -320,7 +320,8 @@ def test_value_loss_values_and_gradients():
 
 def test_every_public_name_is_covered():
     assert sorted(baselines.__all__) == [
-        "expected_q_baseline", "leave_one_out_baseline", "mean_baseline", "optimal_baseline", "value_loss"
+        "expected_q_baseline", "leave_one_out_baseline", "mean_baseline", "normalized_advantages",
+        "optimal_baseline", "value_loss",
     ]
 
 
