@@ -120,8 +120,17 @@ class Run:
 
     def __init__(self, spec: dict, run_dir: Path | None, log: Callable[[str], None], module: types.ModuleType | None = None):
         self.spec, self.run_dir, self.log = spec, run_dir, log
-        # a run written before sources were recorded names a built-in recipe
-        self.module = module or registry.recipe_from_source(spec.get("recipe_source") or {"builtin": spec["recipe"]})
+        if module is None:
+            # a run written before sources were recorded names a built-in recipe
+            source = spec.get("recipe_source") or {"builtin": spec["recipe"]}
+            try:
+                module = registry.recipe_from_source(source)
+            except ConfigError as error:
+                raise ConfigError(
+                    f"{error}; the run was trained with it: name its new place with --recipe PATH_OR_MODULE "
+                    "(recipe= from Python)"
+                ) from None
+        self.module = module
         config_fields = options_of(self.module.Config)
         self.config = self.module.Config(**{k: _from_json(v) for k, v in spec["config"].items() if k in config_fields})
         validate(self.config)
@@ -308,11 +317,14 @@ def resume(
     """Continue an interrupted run from its last checkpoint (same key stream, same result).
 
     The recipe is found where ``config.json`` says it came from; pass ``recipe`` (a module, name
-    or path, as for :func:`train`) if it has moved since.
+    or path, as for :func:`train`) if it has moved since, and ``config.json`` records its new place.
     """
     run_dir = Path(run_dir)
     spec = store.read_config(run_dir)
     run = Run(spec, run_dir, log or (lambda _: None), recipe and registry.load_recipe(recipe))
+    if recipe is not None:  # the recipe's new place, for the next resume or eval
+        spec["recipe_source"] = registry.recipe_source(run.module)
+        store.write_config(run_dir, spec)
     used = devices.devices_used(run.num_members)
     if spec.get("devices", used) != used:
         warnings.warn(
