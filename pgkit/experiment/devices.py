@@ -33,8 +33,8 @@ def use_cpu_cores(count: int | None = None, *, members: int | None = None, threa
 
     XLA runs one program on one CPU device mostly on one thread: the small matrices of RL
     networks leave the other cores idle. With one device per core the driver shards the members
-    (seeds x settings) over the cores, each running its share in parallel (PPO CartPole-v1 at 32
-    seeds on 2 cores: 2.2x the env-steps/s; see docs/benchmarks.md). The ``pgkit`` command does
+    (seeds x settings) over the cores, each running its share in parallel (measured gains:
+    docs/benchmarks.md, "Driver settings"). The ``pgkit`` command does
     this by default. Each device runs a smaller batch, so float32 rounding differs from a
     one-device run, and over a run the difference compounds into different (equally valid)
     learning curves: results are reproducible for a given device count, and ``config.json``
@@ -45,10 +45,9 @@ def use_cpu_cores(count: int | None = None, *, members: int | None = None, threa
     XLA's CPU thread pool gets one thread per device (:func:`xla_cpu_threads`), not one per
     core: XLA otherwise hands a program's independent kernels and parts of its large sums to
     idle cores, which changes some results with the machine's core count (TRPO's Fisher
-    products) and, for the small kernels of RL networks, costs more than it gains (PPO CartPole-v1
-    at one seed on 2 cores: 1.2x the env-steps/s with one thread). So with ``members=1`` a run
-    gets one device and one thread. A single member with wide networks loses the idle cores
-    (SAC's 256x256 defaults at one seed: 1.5x slower on 2 cores): pass ``threads`` (at least
+    products) and, for the small kernels of RL networks, costs more than it gains. So with
+    ``members=1`` a run gets one device and one thread. A single member with wide networks
+    loses the idle cores: pass ``threads`` (at least
     the cores for XLA's own pool of one per core; ``pgkit train --threads``).
 
     It sets ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` and starts JAX's
@@ -157,15 +156,13 @@ def use_unrolled_threefry(enable: bool = True) -> bool:
     a 5-iteration while loop; an RL update draws keys at many places, and XLA compiles each
     loop separately. The unrolled form is the one JAX itself uses on GPUs: the same 20 rounds of
     the same uint32 arithmetic, so every random number is bit-identical (tested), and a PPO
-    program compiles about 20% faster (docs/benchmarks.md). The driver (:func:`train`,
-    :func:`resume`) turns it on, again each time it builds a program; call it yourself to get
-    the same for your own programs. JAX registers this rule out of line on GPUs; here it is
-    inlined, which is what was measured.
+    program compiles faster (docs/benchmarks.md, "Driver settings"). The driver turns it on,
+    again each time it builds a program; call it yourself to get the same for your own
+    programs. JAX registers this rule out of line on GPUs; here it is inlined.
     Programs already compiled keep their lowering. It needs a private JAX hook; where that is
     gone it does nothing and returns False. From jaxlib 0.11 on it also does nothing and returns
-    False: that XLA's LLVM takes minutes (exponential time in its loop vectoriser) over the
-    unrolled hash, where JAX's own loop compiles in seconds (PPO CartPole: a 10-minute compile
-    of the init, against 4.9 s for the whole run, jaxlib 0.11.2).
+    False: that XLA's LLVM takes minutes over the unrolled hash (its loop vectoriser), where
+    JAX's own loop compiles in seconds.
     """
     if enable and not unrolled_threefry_compiles_fast(jaxlib_version()):
         return False
