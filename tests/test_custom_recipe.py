@@ -122,3 +122,18 @@ def test_no_top_level_recipes_module_is_installed(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "ppo", "True"]
+
+
+def test_built_in_recipes_are_recorded_by_name_and_old_run_directories_still_resume(tmp_path):
+    from pgkit.experiment import registry
+
+    ppo = experiment.load_recipe("ppo")
+    assert ppo.__name__ == "pgkit.recipes.ppo" and registry.recipe_source(ppo) == {"builtin": "ppo"}
+    assert experiment.load_recipe(ppo) is ppo and experiment.load_recipe("pgkit.recipes.ppo") is ppo
+    small = {"total_steps": 4 * 32 * 4, "num_envs": 4, "num_steps": 32, "epochs": 2, "minibatches": 2}
+    whole = experiment.train("ppo", seeds=1, config=small, chunk=2, log=None)
+    experiment.train(ppo, seeds=1, config=small, chunk=2, out=tmp_path / "run", stop_after_chunks=1, log=None)
+    spec = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert spec["recipe"] == "ppo" and spec.pop("recipe_source") == {"builtin": "ppo"}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(spec))  # as pgkit 0.2.0 wrote it
+    ref.assert_bit_identical(whole, experiment.resume(tmp_path / "run", log=None))
