@@ -20,7 +20,25 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Int
 
-__all__ = ["BufferState", "ReplayBuffer"]
+__all__ = ["BufferState", "ReplayBuffer", "Transition"]
+
+
+class Transition(NamedTuple):
+    """One stored transition of an off-policy recipe (leaves gain a leading axis in a buffer and a minibatch).
+
+    Attributes:
+        obs: s, ``[obs_size]``.
+        action: a, ``[action_size]`` in [−1, 1] (int32 ``[]`` for discrete actions).
+        reward: r, ``[]``.
+        discount: γ(1 − terminated), ``[]``: 0 where the episode terminated, γ where it was truncated.
+        next_obs: s', the true next observation (pre-reset on a done step), ``[obs_size]``.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    next_obs: jax.Array
 
 
 class BufferState(NamedTuple):

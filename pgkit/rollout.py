@@ -25,7 +25,14 @@ from pgkit.actions import categorical_sample_and_log_prob
 from pgkit.envs import VecEnv, VecEnvState
 from pgkit.nn import policy_distribution
 
-__all__ = ["EpisodeStatistics", "Trajectory", "actor_critic_act_fn", "completed_episode_statistics", "rollout"]
+__all__ = [
+    "EpisodeStatistics",
+    "Trajectory",
+    "actor_critic_act_fn",
+    "completed_episode_statistics",
+    "latest_episode_return",
+    "rollout",
+]
 
 
 class Trajectory(NamedTuple):
@@ -257,3 +264,37 @@ def completed_episode_statistics(trajectory: Trajectory) -> EpisodeStatistics:
     total = jnp.sum(jnp.where(dones, trajectory.episode_returns, 0.0))
     mean = total / jnp.maximum(count, 1).astype(total.dtype)
     return EpisodeStatistics(mean_return=mean, num_episodes=count)
+
+
+def latest_episode_return(trajectory: Trajectory, last_return) -> EpisodeStatistics:
+    """The mean return of the episodes completed in ``trajectory``, or ``last_return`` if none ended.
+
+    What every recipe reports as ``episode_return``: a run's learning curve needs a value at each
+    update, also where an update's rollout completes no episode (long episodes, short rollouts):
+    then the last known value carries over. mean_return = :func:`completed_episode_statistics`'s
+    mean where num_episodes > 0, else ``last_return``.
+
+    Args:
+        trajectory: a :class:`Trajectory` (uses ``dones`` and ``episode_returns``).
+        last_return: ``[]`` the value reported by the previous update (0 at the start).
+
+    Returns:
+        :class:`EpisodeStatistics` ``(mean_return [], num_episodes [])``; keep ``mean_return`` as
+        the next update's ``last_return``.
+
+    Gradients:
+        None (statistics for logging).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> traj = pgkit.rollout.Trajectory(*([None] * 13))._replace(
+        ...     dones=jnp.array([[False, False]]), episode_returns=jnp.array([[9.0, 2.0]]))
+        >>> float(pgkit.rollout.latest_episode_return(traj, jnp.float32(7.0)).mean_return)
+        7.0
+
+    Reference:
+        Sutton, Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, §3.3.
+        http://incompleteideas.net/book/the-book-2nd.html
+    """
+    stats = completed_episode_statistics(trajectory)
+    return stats._replace(mean_return=jnp.where(stats.num_episodes > 0, stats.mean_return, last_return))

@@ -29,7 +29,7 @@ actor is a categorical policy, and every expectation over actions is computed ex
 The critics are updated first and the actor and temperature then use the updated critics, as
 in the authors' implementation. Episode semantics, warm-up, the loop's shape (one environment
 step and one gradient step per update by default) and the on-device replay are shared with
-DDPG (``recipes.ddpg``): truncation bootstraps from the true final observation, termination
+DDPG and TD3 (``pgkit.offpolicy``): truncation bootstraps from the true final observation, termination
 does not.
 
 Defaults: the RL-Zoo Pendulum-v1 setting (20,000 steps, Adam lr 1e-3 for actor, critics and
@@ -38,22 +38,7 @@ the paper's τ = 0.005, two hidden layers of 256 ReLU units and batch 256, α₀
 towards H̄ = −|A|, and 1,000 uniformly random warm-up steps. Discrete actions default to Christodoulou's H̄ = 0.98·log|A|,
 which keeps the policy near uniform for long; smaller fractions learn faster (see below).
 
-Learning-test configurations (tests/test_recipe_sac.py; final return = mean of
-``episode_return`` over the last 2,000 updates of each seed, i.e. its last few episodes):
-
-- Pendulum-v1, 10,000 steps, 8 seeds: the defaults with two hidden layers of 64 units, batch
-  64 and a 10,000-transition buffer, about ten times cheaper per gradient step on a CPU. SAC
-  solves Pendulum within about 5,000 steps here for most seeds: over 64 seeds (master seeds
-  0-3 x 16) the final return is −187 on average, 59 seeds between −266 and −97 and five still
-  far off at 10,000 steps (−711, −482, −464, −427, −341), so 4-seed means range from −290 to
-  −135; 8-seed means −224 to −161 (threshold −300).
-- CartPole-v1 (discrete SAC), 30,000 steps, 8 seeds: the same small networks and batch,
-  γ = 0.99, τ = 0.02 and H̄ = 0.2·log 2. With τ = 0.005 the soft values (about 100 at
-  γ = 0.99) climb too slowly through the target network and returns sit near 200 for the
-  whole budget; with γ = 0.98 the horizon is too short to see the cart drift out. Over 64
-  seeds (master seeds 0-3 x 16) the final return is 457 on average, 48 seeds at 500 and the
-  lowest 169; 4-seed means range from 363 to 500, 8-seed means from 409 to 483 (threshold
-  350). τ = 0.05 gave 441 and 452 (means of 4 seeds, master seeds 0 and 1).
+Tested configurations, measured returns and tuning history: ``docs/recipes/sac.md``.
 """
 
 from __future__ import annotations
@@ -61,26 +46,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 import pgkit
-from pgkit import nn
+from pgkit import nn, offpolicy, rollout
 from pgkit.buffers import BufferState, ReplayBuffer
 from pgkit.recipe import Recipe, hyperparameters, option
-from recipes.ddpg import (
-    adam_init,
-    adam_step,
-    check_common_config,
-    collect,
-    empty_buffer,
-    episode_metrics,
-    gated_scan,
-    gradient_steps_per_update,
-    make_env,
-    store,
-    uniform_actions,
-)
 
 NAME = "sac"
 DESCRIPTION = "Soft Actor-Critic: twin soft critics, tanh-Gaussian or categorical actor, automatic temperature"
@@ -144,12 +118,12 @@ class State(NamedTuple):
 
 def make(config: Config, env_name: str) -> Recipe:
     """Build SAC's pure ``init``/``update``/``act``; discrete SAC when the action space is Discrete."""
-    check_common_config(config)
-    env = make_env(config, env_name, discrete=None)
+    offpolicy.check_config(config)
+    env = offpolicy.make_env(config, env_name, discrete=None)
     discrete = env.discrete
     steps_per_update = config.num_envs * config.num_steps
     num_updates = config.total_steps // steps_per_update
-    gradient_steps = gradient_steps_per_update(config)
+    gradient_steps = offpolicy.gradient_steps_per_update(config)
     net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
 
     def target_entropy(hp: HParams):
@@ -172,10 +146,10 @@ def make(config: Config, env_name: str) -> Recipe:
             critic=critic,
             target_critic=critic,
             log_alpha=log_alpha,
-            actor_opt=adam_init(actor),
-            critic_opt=adam_init(critic),
-            alpha_opt=adam_init(log_alpha),
-            buffer=empty_buffer(env, config.buffer_size),
+            actor_opt=optax.adam(hp.actor_lr).init(eqx.filter(actor, eqx.is_array)),
+            critic_opt=optax.adam(hp.critic_lr).init(eqx.filter(critic, eqx.is_array)),
+            alpha_opt=optax.adam(hp.alpha_lr).init(eqx.filter(log_alpha, eqx.is_array)),
+            buffer=offpolicy.empty_buffer(env, config.buffer_size),
             env_state=env_state,
             obs=obs,
             key=key,
@@ -254,14 +228,17 @@ def make(config: Config, env_name: str) -> Recipe:
         (critic_loss, q_mean), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
             critic, target_critic, actor, alpha, batch, critic_key
         )
-        critic, critic_opt = adam_step(critic, critic_opt, grads, hp.critic_lr)
+        updates, critic_opt = optax.adam(hp.critic_lr).update(grads, critic_opt)
+        critic = optax.apply_updates(critic, updates)
         (actor_loss, policy), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
             actor, critic, alpha, batch.obs, actor_key
         )
-        actor, actor_opt = adam_step(actor, actor_opt, grads, hp.actor_lr)
+        updates, actor_opt = optax.adam(hp.actor_lr).update(grads, actor_opt)
+        actor = optax.apply_updates(actor, updates)
         if config.autotune:
             alpha_loss, grad = jax.value_and_grad(temperature_loss_fn)(log_alpha, policy, hp)
-            log_alpha, alpha_opt = adam_step(log_alpha, alpha_opt, grad, hp.alpha_lr)
+            updates, alpha_opt = optax.adam(hp.alpha_lr).update(grad, alpha_opt)
+            log_alpha = optax.apply_updates(log_alpha, updates)
         else:
             alpha_loss = jnp.float32(0.0)
         target_critic = pgkit.polyak_update(critic, target_critic, tau=hp.tau)
@@ -285,19 +262,19 @@ def make(config: Config, env_name: str) -> Recipe:
                 actions = jax.random.categorical(policy_key, jax.vmap(actor)(obs)).astype(jnp.int32)
             else:
                 actions = policy_sample(actor, obs, policy_key).action
-            return jnp.where(started, actions, uniform_actions(random_key, env)), noise
+            return jnp.where(started, actions, offpolicy.uniform_actions(random_key, env)), noise
 
-        env_state, obs, _, traj = collect(
+        env_state, obs, _, traj = offpolicy.collect(
             collect_key, env, state.env_state, state.obs, behaviour, (),
             num_steps=config.num_steps, gamma=hp.gamma,
         )
-        buffer = store(state.buffer, traj)
+        buffer = offpolicy.store(state.buffer, traj)
         env_steps = state.env_steps + steps_per_update
         carry = (
             state.actor, state.critic, state.target_critic, state.log_alpha,
             state.actor_opt, state.critic_opt, state.alpha_opt,
         )
-        carry, stats = gated_scan(
+        carry, stats = offpolicy.gated_scan(
             env_steps >= config.learning_starts,
             lambda c, k: gradient_step(c, k, buffer, hp),
             carry,
@@ -306,8 +283,8 @@ def make(config: Config, env_name: str) -> Recipe:
         )
         actor, critic, target_critic, log_alpha, actor_opt, critic_opt, alpha_opt = carry
         stats["alpha"] = jnp.exp(log_alpha)  # the current temperature, also before learning starts
-        last_return, episode_stats = episode_metrics(traj, state.last_return)
-        stats.update(episode_stats)
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
+        stats.update(episode_return=last_return, episodes=episodes.astype(jnp.float32))
         new_state = State(
             actor, critic, target_critic, log_alpha, actor_opt, critic_opt, alpha_opt, buffer,
             env_state, obs, key, env_steps, last_return,

@@ -22,7 +22,7 @@ test inside ``vmap`` over seeds would compute the actor update on every step and
 (a ConfigError says so otherwise). The defaults make one update two environment steps, two
 critic steps and one actor step: the schedule of the paper's implementation, with actions
 chosen by a policy at most one step stale. Episode semantics, warm-up and the on-device replay
-are shared with DDPG (``recipes.ddpg``): truncation bootstraps from the true final
+are shared with DDPG and SAC (``pgkit.offpolicy``): truncation bootstraps from the true final
 observation, termination does not.
 
 Defaults: the RL-Zoo Pendulum-v1 setting (20,000 steps, Adam lr 1e-3, γ = 0.98, τ = 0.005,
@@ -30,14 +30,7 @@ exploration σ = 0.1, one critic step per environment step) with the paper's smo
 clipped at c = 0.5, policy delay 2, the two hidden layers of 256 ReLU units and batch 256 of
 the authors' implementation, and 1,000 uniformly random warm-up steps.
 
-Learning-test configuration (tests/test_recipe_td3.py, Pendulum-v1, 8 seeds, 20,000 steps):
-the defaults with two hidden layers of 64 units, batch 64 and a 20,000-transition buffer,
-about ten times cheaper per gradient step on a CPU. Final returns (mean of the last 10
-episodes) of 64 seeds (master seeds 0-3 x 16): mean −173, 61 seeds between −214 and −96, and three
-that had not learned by 20,000 steps (−618, −493, −360), so 4-seed means
-range from −285 to −135 and the test takes 8 seeds (means −212 to −147) against −275. With
-12,000 steps one seed in four could still be recovering from a bad phase (−560), so the test
-keeps the full budget.
+Tested configurations, measured returns and tuning history: ``docs/recipes/td3.md``.
 """
 
 from __future__ import annotations
@@ -45,26 +38,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 import pgkit
-from pgkit import nn
+from pgkit import nn, offpolicy, rollout
 from pgkit.buffers import BufferState, ReplayBuffer
 from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
-from recipes.ddpg import (
-    adam_init,
-    adam_step,
-    check_common_config,
-    collect,
-    empty_buffer,
-    episode_metrics,
-    gated_scan,
-    gradient_steps_per_update,
-    make_env,
-    store,
-    uniform_actions,
-)
 
 NAME = "td3"
 DESCRIPTION = "Twin Delayed DDPG: clipped double-Q, target-policy smoothing, delayed actor updates"
@@ -122,11 +104,11 @@ class State(NamedTuple):
 
 def make(config: Config, env_name: str) -> Recipe:
     """Build TD3's pure ``init``/``update``/``act`` for ``env_name`` (continuous actions)."""
-    check_common_config(config)
-    env = make_env(config, env_name, discrete=False)
+    offpolicy.check_config(config)
+    env = offpolicy.make_env(config, env_name, discrete=False)
     steps_per_update = config.num_envs * config.num_steps
     num_updates = config.total_steps // steps_per_update
-    critic_steps = gradient_steps_per_update(config)
+    critic_steps = offpolicy.gradient_steps_per_update(config)
     if critic_steps % config.policy_delay:
         raise ConfigError(
             f"option 'policy_delay' must divide the critic steps per update "
@@ -143,9 +125,9 @@ def make(config: Config, env_name: str) -> Recipe:
         return State(
             networks=networks,
             targets=networks,
-            actor_opt=adam_init(actor),
-            critic_opt=adam_init(critic),
-            buffer=empty_buffer(env, config.buffer_size),
+            actor_opt=optax.adam(hp.actor_lr).init(eqx.filter(actor, eqx.is_array)),
+            critic_opt=optax.adam(hp.critic_lr).init(eqx.filter(critic, eqx.is_array)),
+            buffer=offpolicy.empty_buffer(env, config.buffer_size),
             env_state=env_state,
             obs=obs,
             key=key,
@@ -174,7 +156,8 @@ def make(config: Config, env_name: str) -> Recipe:
         (loss, q_mean), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
             networks.critic, targets, batch, smoothing_key, hp
         )
-        critic, critic_opt = adam_step(networks.critic, critic_opt, grads, hp.critic_lr)
+        updates, critic_opt = optax.adam(hp.critic_lr).update(grads, critic_opt)
+        critic = optax.apply_updates(networks.critic, updates)
         return (networks._replace(critic=critic), targets, critic_opt), (loss, q_mean, batch.obs)
 
     def delayed_step(carry, key, buffer: BufferState, hp: HParams):
@@ -186,7 +169,8 @@ def make(config: Config, env_name: str) -> Recipe:
             jax.random.split(key, config.policy_delay),
         )
         actor_loss, grads = jax.value_and_grad(actor_loss_fn)(networks.actor, networks.critic, obs[-1])
-        actor, actor_opt = adam_step(networks.actor, actor_opt, grads, hp.actor_lr)
+        updates, actor_opt = optax.adam(hp.actor_lr).update(grads, actor_opt)
+        actor = optax.apply_updates(networks.actor, updates)
         networks = networks._replace(actor=actor)
         targets = pgkit.polyak_update(networks, targets, tau=hp.tau)
         stats = {"critic_loss": critic_loss.mean(), "actor_loss": actor_loss, "q_mean": q_mean.mean()}
@@ -200,24 +184,24 @@ def make(config: Config, env_name: str) -> Recipe:
         def behaviour(key, obs, noise):
             noise_key, random_key = jax.random.split(key)
             actions = pgkit.gaussian_exploration(jax.vmap(actor)(obs), key=noise_key, scale=hp.exploration_noise)
-            return jnp.where(started, actions, uniform_actions(random_key, env)), noise
+            return jnp.where(started, actions, offpolicy.uniform_actions(random_key, env)), noise
 
-        env_state, obs, _, traj = collect(
+        env_state, obs, _, traj = offpolicy.collect(
             collect_key, env, state.env_state, state.obs, behaviour, (),
             num_steps=config.num_steps, gamma=hp.gamma,
         )
-        buffer = store(state.buffer, traj)
+        buffer = offpolicy.store(state.buffer, traj)
         env_steps = state.env_steps + steps_per_update
         carry = (state.networks, state.targets, state.actor_opt, state.critic_opt)
-        (networks, targets, actor_opt, critic_opt), stats = gated_scan(
+        (networks, targets, actor_opt, critic_opt), stats = offpolicy.gated_scan(
             env_steps >= config.learning_starts,
             lambda c, k: delayed_step(c, k, buffer, hp),
             carry,
             learn_key,
             critic_steps // config.policy_delay,
         )
-        last_return, episode_stats = episode_metrics(traj, state.last_return)
-        stats.update(episode_stats)
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
+        stats.update(episode_return=last_return, episodes=episodes.astype(jnp.float32))
         new_state = State(networks, targets, actor_opt, critic_opt, buffer, env_state, obs, key, env_steps, last_return)
         return new_state, stats
 

@@ -1,13 +1,12 @@
-"""DDPG recipe: learns Pendulum-v1, bit-identical reruns, warm-up gating, and the off-policy
-machinery it shares with TD3 and SAC (interaction loop, episode semantics, replay)."""
+"""DDPG recipe: learns Pendulum-v1, bit-identical reruns, warm-up gating, configuration errors
+(the off-policy machinery it shares with TD3 and SAC: tests/test_offpolicy.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgkit import envs, experiment, rollout
-from pgkit.buffers import ReplayBuffer
+from pgkit import experiment, offpolicy
 from pgkit.recipes import ddpg
 
 from offpolicy import (
@@ -58,8 +57,8 @@ def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path):
     # the compared runs learn in 5 of their 6 chunks: one gradient step per update from update
     # learning_starts - 1 on, and the seeds end with different networks
     first_learning = SMALL["learning_starts"] - 1
-    np.testing.assert_array_equal(run.state.critic_opt.count, SMALL["total_steps"] - first_learning)
-    np.testing.assert_array_equal(run.state.actor_opt.count, SMALL["total_steps"] - first_learning)
+    np.testing.assert_array_equal(run.state.critic_opt[0].count, SMALL["total_steps"] - first_learning)
+    np.testing.assert_array_equal(run.state.actor_opt[0].count, SMALL["total_steps"] - first_learning)
     assert (run.metrics["critic_loss"][:, first_learning:] > 0).all()
     assert members_differ(run.state.networks) and members_differ(run.state.targets)
 
@@ -71,7 +70,7 @@ def test_no_gradient_steps_before_learning_starts(run):
     assert (losses[:, :first] == 0).all()
     assert (losses[:, first:] > 0).all()
     # the learning run's optimizers took exactly one step per update from then on
-    counts = np.asarray(run.state.critic_opt.count)
+    counts = np.asarray(run.state.critic_opt[0].count)
     np.testing.assert_array_equal(counts, CONFIG["total_steps"] - first)
 
 
@@ -91,92 +90,6 @@ def test_warm_up_actions_are_uniform_over_the_box():
         ddpg, "Pendulum-v1", SMALL, SMALL_CHUNK,
         sharpened=lambda s: s._replace(networks=s.networks._replace(actor=sharpen(s.networks.actor))),
     )
-
-
-# ----------------------------------------------------------------------------- shared machinery
-
-
-def test_collect_keeps_final_observations_and_termination_discounts():
-    env = envs.make("CartPole-v1", num_envs=3)
-    gamma = 0.9
-
-    def behaviour(key, obs, steps_since_reset):
-        # the "noise state" counts steps since the episode began: it must restart at every done
-        return ddpg.uniform_actions(key, env), steps_since_reset + 1.0
-
-    @jax.jit
-    def run_collect(key):
-        state, obs = env.reset(key)
-        noise = jnp.zeros((3, 1))
-        return ddpg.collect(key, env, state, obs, behaviour, noise, num_steps=80, gamma=gamma)
-
-    _, last_obs, noise, traj = run_collect(jax.random.key(0))
-    terminated = np.asarray(traj.terminated)
-    dones = np.asarray(traj.dones)
-    assert terminated.sum() >= 3  # random CartPole episodes end after ~20 steps
-    np.testing.assert_allclose(traj.discounts, gamma * (1.0 - terminated))
-    # next_obs is s_{t+1} within an episode, and the true final observation (not the reset one) at a done
-    following = np.concatenate([np.asarray(traj.obs[1:]), np.asarray(last_obs)[None]], axis=0)
-    same = np.all(np.asarray(traj.next_obs) == following, axis=-1)
-    assert same[~dones].all()
-    assert not same[dones].any()
-    # CartPole terminates when the pole or cart leaves its bounds: visible in the true final observation
-    final = np.asarray(traj.next_obs)[terminated]
-    assert np.all((np.abs(final[:, 0]) > 2.4) | (np.abs(final[:, 2]) > 0.2095))
-    # the noise state restarted at every episode end
-    for e in range(3):
-        ends = np.nonzero(dones[:, e])[0]
-        expected = 80 - (ends[-1] + 1) if len(ends) else 80
-        assert float(noise[e, 0]) == expected
-    # episode statistics: returns of completed CartPole episodes are their lengths
-    np.testing.assert_array_equal(
-        np.asarray(traj.episode_returns)[dones], np.asarray(traj.episode_lengths)[dones].astype(np.float32)
-    )
-
-
-def test_truncated_pendulum_steps_bootstrap():
-    env = envs.make("Pendulum-v1", num_envs=2)
-
-    @jax.jit
-    def run_collect(key):
-        state, obs = env.reset(key)
-        behaviour = lambda key, obs, noise: (ddpg.uniform_actions(key, env), noise)
-        return ddpg.collect(key, env, state, obs, behaviour, (), num_steps=201, gamma=0.99)
-
-    _, _, _, traj = run_collect(jax.random.key(1))
-    truncated = np.asarray(traj.truncated)
-    np.testing.assert_array_equal(np.nonzero(truncated[:, 0])[0], [199])  # time limit of 200 steps
-    assert not np.asarray(traj.terminated).any()
-    np.testing.assert_allclose(traj.discounts, 0.99)  # truncation keeps the discount: it bootstraps
-
-
-def test_store_writes_time_major_transitions_in_order():
-    env = envs.make("Pendulum-v1", num_envs=2)
-    buffer = ddpg.empty_buffer(env, 5)
-    traj = rollout.Trajectory(*([None] * 13))._replace(
-        obs=jnp.zeros((2, 2, 3)),
-        actions=jnp.zeros((2, 2, 1)),
-        rewards=jnp.array([[1.0, 2.0], [3.0, 4.0]]),  # [T, E]: stored as t=0 (e=0, e=1), then t=1
-        discounts=jnp.full((2, 2), 0.9),
-        next_obs=jnp.ones((2, 2, 3)),
-    )
-    buffer = ddpg.store(buffer, traj)
-    assert int(buffer.size) == 4 and int(buffer.position) == 4
-    np.testing.assert_array_equal(buffer.data.reward, [1.0, 2.0, 3.0, 4.0, 0.0])
-    np.testing.assert_allclose(buffer.data.discount, [0.9, 0.9, 0.9, 0.9, 0.0])
-    sample = ReplayBuffer.sample(buffer, jax.random.key(2), 64)
-    assert set(np.asarray(sample.reward).tolist()) <= {1.0, 2.0, 3.0, 4.0}
-    assert sample.obs.shape == (64, 3) and sample.action.shape == (64, 1)
-
-
-def test_gated_scan_skips_and_reports_zeros():
-    def step(carry, key):
-        return carry + 1.0, {"value": carry + jax.random.uniform(key)}
-
-    carry, stats = jax.jit(lambda flag: ddpg.gated_scan(flag, step, jnp.float32(2.0), jax.random.key(0), 3))(False)
-    assert float(carry) == 2.0 and float(stats["value"]) == 0.0
-    carry, stats = jax.jit(lambda flag: ddpg.gated_scan(flag, step, jnp.float32(2.0), jax.random.key(0), 3))(True)
-    assert float(carry) == 5.0 and 3.0 <= float(stats["value"]) <= 4.0
 
 
 @pytest.mark.parametrize(
@@ -210,15 +123,15 @@ def test_learning_starts_counts_all_environments_and_one_update_may_fill_a_minib
 def test_fractional_update_ratio_that_gives_whole_steps_is_accepted():
     recipe = ddpg.make(ddpg.Config(num_envs=4, updates_per_step=0.5), "Pendulum-v1")
     assert recipe.env_steps_per_update == 4
-    assert ddpg.gradient_steps_per_update(ddpg.Config(num_envs=4, updates_per_step=0.5)) == 2
+    assert offpolicy.gradient_steps_per_update(ddpg.Config(num_envs=4, updates_per_step=0.5)) == 2
 
 
 def test_two_updates_per_step_take_two_gradient_steps_per_update():
     config = {**SMALL, "total_steps": 200, "updates_per_step": 2.0}
     run = experiment.train("ddpg", env="Pendulum-v1", seeds=1, config=config, log=None)
     learning_updates = config["total_steps"] - (SMALL["learning_starts"] - 1)
-    np.testing.assert_array_equal(run.state.critic_opt.count, 2 * learning_updates)
-    np.testing.assert_array_equal(run.state.actor_opt.count, 2 * learning_updates)
+    np.testing.assert_array_equal(run.state.critic_opt[0].count, 2 * learning_updates)
+    np.testing.assert_array_equal(run.state.actor_opt[0].count, 2 * learning_updates)
     assert np.isfinite(run.metrics["critic_loss"]).all()
 
 

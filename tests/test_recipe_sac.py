@@ -125,9 +125,9 @@ def test_without_autotune_alpha_stays_fixed():
     np.testing.assert_array_equal(result.metrics["alpha"], np.float32(alpha_init))
     np.testing.assert_array_equal(result.metrics["alpha_loss"], 0.0)
     np.testing.assert_array_equal(result.state.log_alpha, jnp.log(jnp.float32(alpha_init)))
-    np.testing.assert_array_equal(result.state.alpha_opt.count, 0)
+    np.testing.assert_array_equal(result.state.alpha_opt[0].count, 0)
     # while the actor and critics learn
-    np.testing.assert_array_equal(result.state.critic_opt.count, SMALL["total_steps"] - SMALL["learning_starts"] + 1)
+    np.testing.assert_array_equal(result.state.critic_opt[0].count, SMALL["total_steps"] - SMALL["learning_starts"] + 1)
 
 
 def test_temperature_is_tuned_after_warm_up(pendulum):

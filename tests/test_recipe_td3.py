@@ -66,8 +66,8 @@ def test_same_key_gives_bit_identical_learning_run_and_resume(tmp_path):
     )
     # the compared runs learn in 5 of their 6 chunks, and the seeds end with different networks
     learning_updates = SMALL["total_steps"] // 2 - (SMALL["learning_starts"] // 2 - 1)
-    np.testing.assert_array_equal(run.state.critic_opt.count, 2 * learning_updates)
-    np.testing.assert_array_equal(run.state.actor_opt.count, learning_updates)
+    np.testing.assert_array_equal(run.state.critic_opt[0].count, 2 * learning_updates)
+    np.testing.assert_array_equal(run.state.actor_opt[0].count, learning_updates)
     assert members_differ(run.state.networks) and members_differ(run.state.targets)
 
 
@@ -102,8 +102,8 @@ def test_actor_and_targets_update_once_per_policy_delay(run):
     config = td3.Config(**CONFIG)
     per_update = config.num_envs * config.num_steps
     learning_updates = config.total_steps // per_update - (config.learning_starts // per_update - 1)
-    critic_steps = np.asarray(run.state.critic_opt.count)
-    actor_steps = np.asarray(run.state.actor_opt.count)
+    critic_steps = np.asarray(run.state.critic_opt[0].count)
+    actor_steps = np.asarray(run.state.actor_opt[0].count)
     np.testing.assert_array_equal(critic_steps, learning_updates * per_update)
     np.testing.assert_array_equal(actor_steps, critic_steps // config.policy_delay)
     # the target actor trails the online actor (Polyak averaging), it is not a copy

@@ -121,6 +121,17 @@ def test_completed_episode_statistics_against_numpy(result):
     assert float(mean) == 0.0 and int(count) == 0
 
 
+def test_latest_episode_return_carries_the_last_value_over_updates_without_episodes(result):
+    traj = result[3]
+    dones, returns = np.asarray(traj.dones), np.asarray(traj.episode_returns)
+    stats = jax.jit(rollout.latest_episode_return)(traj, jnp.float32(-3.0))
+    assert int(stats.num_episodes) == dones.sum() > 0
+    np.testing.assert_allclose(stats.mean_return, returns[dones].mean(), rtol=1e-6)
+    empty = traj._replace(dones=jnp.zeros_like(traj.dones))
+    mean, count = rollout.latest_episode_return(empty, jnp.float32(-3.0))
+    assert float(mean) == -3.0 and int(count) == 0
+
+
 def test_actor_critic_act_fn_draws_as_distrax_and_evaluates_the_critic():
     # Identity oracle: distrax's distributions on the vmapped raw outputs, the same key.
     obs = jax.random.normal(jax.random.key(3), (5, 4))
