@@ -27,29 +27,7 @@ through ``discount = γ(1 − done)`` of the previous step. In QAC the a' sample
 is the action taken at the next update (SARSA); after a done, the next state is a reset one and a
 new action is drawn there.
 
-Configuration of the learning tests (CartPole-v1; the defaults): 8 environments, separate 64x64
-tanh actor and critic, Adam, actor lr 1e-3, critic lr 5e-4, γ = 0.99, entropy 0, 160k steps per
-seed (20k updates). Measured as the mean return of the episodes completed in the last 5% of the
-updates, 4 seeds for each of two master seeds (and, where said, over 64 seeds: master seeds 0-3
-x 16):
-'td' 500, 500, 500, 500 and 220, 17, 500, 500; over 64 seeds mean 441, 54 seeds at 490 or more
-and 7 collapsed to 13-24 (an online actor-critic with Adam sometimes collapses to a
-near-deterministic policy; a critic lr of 1e-3 collapses more often), so its test takes 8 seeds;
-'td_lambda' (λ^w = λ^θ = 0.9, critic lr 1e-3) 500, 500, 500, 112 and 500, 500, 500, 500; over
-64 seeds mean 457, 4-seed means 280-500;
-QAC as in the notes' box (actor weight Q_w(s, a), ``qac_baseline='none'``) reaches only about 50
-(random play: 22): Q_w(s, a) > 0 has no baseline, so every sampled action is pushed up and the
-signal is the small difference between the Q's of the actions. With Adam it collapses to a
-deterministic policy (return 9) on many seeds, since Adam keeps the step size while the score of
-an almost sure action vanishes; plain SGD (actor 3e-3, critic 0.03, entropy 0.01, 80k steps) keeps
-it stochastic: 73, 56, 35, 41 and 54, 77, 56, 69 (64 seeds: mean 65, 4-seed means 51-74).
-``qac_baseline='expected'`` subtracts the state value of the same critic,
-b(s) = Σ_a π(a|s) Q_w(s, a) (``pgkit.expected_q_baseline``; for continuous actions Q_w(s, ã)
-with one independent ã ~ π(·|s)), which leaves the gradient unbiased and turns the weight into
-the advantage A_w(s, a) of the notes' "Advantage Actor Critic" without a second network. With
-SGD (actor 1e-2, critic 0.1, entropy 0, 160k steps) it learns: 500, 472, 500, 416 and 500, 434,
-493, 451 (64 seeds: mean 409, 4-seed means 322-474; the same settings without the baseline:
-44-59).
+Tested configurations, measured returns and tuning history: ``docs/recipes/actor_critic.md``.
 """
 
 from __future__ import annotations
@@ -136,10 +114,14 @@ def make(config: Config, env_name: str) -> Recipe:
     num_updates = config.total_steps // config.num_envs
     E = config.num_envs
 
-    def optimizer(hp: HParams):
-        # step sizes applied by hand so that they stay traced hyperparameters
-        scale = optax.scale_by_adam() if config.optimizer == "adam" else optax.identity()
-        return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), scale)
+    def optimizer(lr, hp: HParams):
+        """Clip the update direction's global norm, then Adam or plain SGD at step size ``lr``.
+
+        Built from the traced hyperparameters inside ``init``/``update`` (a new step size does
+        not recompile); ``lr`` is ``hp.lr`` for the actor, ``hp.critic_lr`` for the critic.
+        """
+        step = optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr)
+        return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), step)
 
     # distributions are built one example at a time, never batched across a vmap boundary
     def sample(actor, key, obs):
@@ -172,7 +154,7 @@ def make(config: Config, env_name: str) -> Recipe:
             stacked = lambda tree: jax.tree.map(lambda x: jnp.zeros((E,) + x.shape, x.dtype), tree)  # noqa: E731
             traces = Traces(stacked(critic), stacked(actor), jnp.zeros((E,), jnp.float32))
         return State(
-            actor, critic, optimizer(hp).init(actor), optimizer(hp).init(critic), env_state, obs, actions,
+            actor, critic, optimizer(hp.lr, hp).init(actor), optimizer(hp.critic_lr, hp).init(critic), env_state, obs, actions,
             traces, key, jnp.float32(0.0),
         )
 
@@ -187,8 +169,9 @@ def make(config: Config, env_name: str) -> Recipe:
         return jax.vmap(lambda o: actor.distribution(o).entropy())(obs).mean()
 
     def apply(params, opt_state, ascent, lr, hp):
-        updates, opt_state = optimizer(hp).update(jax.tree.map(jnp.negative, ascent), opt_state)
-        return optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates)), opt_state
+        """One optimiser step along the ascent direction (optax minimises: it is given −ascent)."""
+        updates, opt_state = optimizer(lr, hp).update(jax.tree.map(jnp.negative, ascent), opt_state)
+        return optax.apply_updates(params, updates), opt_state
 
     def update(state: State, hp: HParams):
         key, rollout_key, next_key, final_key, baseline_key = jax.random.split(state.key, 5)

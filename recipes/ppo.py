@@ -17,15 +17,7 @@ Huang et al., 2022, https://iclr-blog-track.github.io/2022/03/25/ppo-implementat
 4 envs x 128 steps, 4 epochs, 4 minibatches, lr 2.5e-4 annealed, γ 0.99, λ 0.95, clip 0.2,
 entropy 0.01, value 0.5, grad-norm 0.5, separate 64x64 tanh actor and critic, orthogonal init.
 
-Pendulum-v1 (continuous; ``PENDULUM_CONFIG``/``PENDULUM_HPARAMS``, used by the tests): 8 envs x
-256 steps, 10 epochs x 16 minibatches, running observation normalisation and reward scaling,
-γ 0.9 (the swing-up reward is dense and short-horizon), λ 0.95, lr 1e-3 annealed, no entropy
-bonus, 1.5e5 steps. Chosen from a 2x2 sweep (lr 5e-4/1e-3 x λ 0.9/0.95, 4 seeds each): every
-member reached -112 to -271 by 1.4e5 steps, where 4 envs x 1024 steps left one seed in 4 at -620.
-Since the reward scaling uses the agent's γ (0.9; it used a fixed 0.99 before), the final
-returns were -242, -307, -195, -208 (master seed 0) and -164, -306, -177, -262 (master seed 1);
-with the networks' arithmetic of 2026-11-29 (kernel layout, init, flattened Adam: other last
-bits) they are -239, -206, -181, -191 and -160, -242, -179, -261.
+Tested configurations, measured returns and tuning history: ``docs/recipes/ppo.md``.
 """
 
 from __future__ import annotations
@@ -101,13 +93,6 @@ class State(NamedTuple):
     last_return: jax.Array  # last known completed-episode return
 
 
-def _optimizer(hp: HParams):
-    # the learning rate is applied by hand so that it stays a traced, annealable hyperparameter;
-    # optax.flatten runs the clip and Adam on one vector instead of once per parameter array
-    # (a third fewer kernels in the minibatch step; docs/benchmarks.md)
-    return optax.flatten(optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5)))
-
-
 def make(config: Config, env_name: str) -> Recipe:
     """Build PPO's pure ``init``/``update``/``act`` for ``env_name``."""
     batch_size = config.num_envs * config.num_steps
@@ -127,6 +112,17 @@ def make(config: Config, env_name: str) -> Recipe:
     minibatch_size = batch_size // config.minibatches
     total_opt_steps = max(num_updates * config.epochs * config.minibatches, 1)
 
+    def optimizer(hp: HParams):
+        """Clip the gradient's global norm, then Adam (eps 1e-5) at ``hp.lr``, annealed linearly to 0.
+
+        Built from the traced ``hp`` inside ``init``/``update`` (a new learning rate does not
+        recompile); the annealing schedule counts minibatch steps in the optimiser state.
+        """
+        lr = optax.linear_schedule(hp.lr, 0.0, total_opt_steps) if config.anneal_lr else hp.lr
+        # optax.flatten runs the clip and Adam on one vector instead of once per parameter array
+        # (a third fewer kernels in the minibatch step; docs/benchmarks.md)
+        return optax.flatten(optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.adam(lr, eps=1e-5)))
+
     def distribution(actor, obs):
         # raw parameters cross the vmap boundary; the distribution is built on the batch
         return nn.policy_distribution(jax.vmap(actor)(obs), discrete=env.discrete)
@@ -143,7 +139,7 @@ def make(config: Config, env_name: str) -> Recipe:
         critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
         networks = Networks(actor, critic)
         env_state, obs = env.reset(env_key)
-        opt_state = _optimizer(hp).init(eqx.filter(networks, eqx.is_array))
+        opt_state = optimizer(hp).init(eqx.filter(networks, eqx.is_array))
         return State(
             networks, opt_state, env_state, obs, key, jnp.int32(0), jnp.asarray(hp.kl_beta, jnp.float32), jnp.float32(0.0)
         )
@@ -154,7 +150,7 @@ def make(config: Config, env_name: str) -> Recipe:
         log_probs = dist.log_prob(traj.actions)
         values = jax.vmap(networks.critic)(traj.obs)
         if config.normalize_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            advantages = pgkit.normalized_advantages(advantages)
         if config.objective == "clip":
             policy_loss = pgkit.ppo_clip_loss(log_probs, traj.log_probs, advantages, clip_eps=hp.clip_eps)
         else:
@@ -193,24 +189,23 @@ def make(config: Config, env_name: str) -> Recipe:
         flat = (*flat, old_params)
 
         def minibatch_step(carry, indices):
-            networks, opt_state, step = carry
+            networks, opt_state = carry
             traj_mb, adv_mb, target_mb, old_params_mb = jax.tree.map(lambda x: x[indices], flat)
             old_dist = None if old_params_mb is None else nn.policy_distribution(old_params_mb, discrete=env.discrete)
             grads, stats = jax.grad(loss_fn, has_aux=True)(
                 networks, (traj_mb, adv_mb, target_mb, old_dist), state.beta, hp
             )
-            updates, opt_state = _optimizer(hp).update(grads, opt_state)
-            frac = 1.0 - step / total_opt_steps if config.anneal_lr else 1.0
-            networks = optax.apply_updates(networks, jax.tree.map(lambda u: -hp.lr * frac * u, updates))
-            return (networks, opt_state, step + 1), stats
+            updates, opt_state = optimizer(hp).update(grads, opt_state)
+            return (optax.apply_updates(networks, updates), opt_state), stats
 
         def epoch(carry, key):
             perm = jax.random.permutation(key, batch_size).reshape(config.minibatches, minibatch_size)
             return jax.lax.scan(minibatch_step, carry, perm)
 
-        (networks, opt_state, step), stats = jax.lax.scan(
-            epoch, (state.networks, state.opt_state, state.step), jax.random.split(perm_key, config.epochs)
+        (networks, opt_state), stats = jax.lax.scan(
+            epoch, (state.networks, state.opt_state), jax.random.split(perm_key, config.epochs)
         )
+        step = state.step + config.epochs * config.minibatches
         stats = jax.tree.map(jnp.mean, stats)
         beta = state.beta
         if config.objective == "adaptive_kl":

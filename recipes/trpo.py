@@ -25,16 +25,7 @@ surrogate does not decrease.
 Discrete actions use a categorical policy; continuous ones a Gaussian with a state-independent
 log-std (``pgkit.nn.GaussianPolicy``).
 
-Documented configurations (the learning tests use them):
-
-- CartPole-v1 (the defaults): 4 envs x 256 steps (1,024 samples per update), 100 updates
-  (102,400 steps), max_kl 0.01, damping 1e-3, 10 CG iterations, 10 backtracks of ratio 0.8,
-  γ 0.99, λ 0.98, 64x64 tanh networks, critic fitted by 20 epochs x 2 minibatches of Adam at
-  1e-3, advantages normalised (close to rl-baselines3-zoo's TRPO CartPole setting). Over 64
-  seeds (master seeds 0-3 x 16) the final return is 476 on average, 56 of 64 seeds at 430 or
-  more and the lowest 114 (482 and 164 with the Fisher products as the Hessian of the KL, the
-  same algorithm in other last bits); a damping of 1e-2 left one of 4 seeds near 160.
-- Pendulum-v1: see ``PENDULUM_CONFIG`` / ``PENDULUM_HPARAMS`` below and their comments.
+Tested configurations, measured returns and tuning history: ``docs/recipes/trpo.md``.
 """
 
 from __future__ import annotations
