@@ -12,6 +12,11 @@ A TRPO step composes them as in Schulman et al. (2015, appendix C)::
     full_step = natural_step(x, fvp(x), max_kl=0.01)                       # ½ sᵀ F s = δ
     result = backtracking_line_search(surrogate_fn, kl_fn, params, full_step, max_kl=0.01)
 
+and :func:`natural_gradient_step` is that composition as one call, for NPG (the full step) and
+TRPO (``line_search=True``)::
+
+    result = natural_gradient_step(surrogate_fn, kl_fn, params, fvp, max_kl=0.01, line_search=True)
+
 ``fvp = lambda v: fisher_vector_product(kl_fn, params, v, damping=0.1)`` gives the same
 products from any mean-KL function (the Hessian of the KL, forward-over-reverse), at about 1.8x
 the cost of the Gauss-Newton form, which needs the policy's outputs and their distribution's
@@ -31,6 +36,7 @@ import jax.numpy as jnp
 __all__ = [
     "CGResult",
     "LineSearchResult",
+    "NaturalGradientResult",
     "backtracking_line_search",
     "categorical_fisher_product",
     "compatible_features_weights",
@@ -39,6 +45,7 @@ __all__ = [
     "fisher_vector_product",
     "gauss_newton_fisher_product",
     "gaussian_fisher_product",
+    "natural_gradient_step",
     "natural_step",
 ]
 
@@ -610,6 +617,165 @@ def backtracking_line_search(
         step_fraction=fraction,
         surrogate_improvement=improvement,
         kl=kl,
+    )
+
+
+# --------------------------------------------------------------------------- the whole step
+
+
+class NaturalGradientResult(NamedTuple):
+    """Result of ``natural_gradient_step``.
+
+    Attributes:
+      params: pytree θ_new with the structure of ``params``: ``θ + s`` without a line search;
+        with one, ``θ + ρ^j s`` for the accepted j, or ``θ`` itself when nothing was accepted.
+      gradient: pytree g = ∇_θ L(θ) with the structure of ``params``.
+      direction: pytree x with the structure of ``params``: the conjugate-gradient solution of
+        ``F x = g``, or the ``direction`` that was passed in.
+      full_step: pytree ``s = sqrt(2 δ / xᵀ F x) · x`` with the structure of ``params``.
+      cg_residual_norm_squared: scalar ‖g − F x‖² of conjugate gradient's last residual;
+        None when a ``direction`` was passed in (no conjugate gradient ran).
+      accepted: bool scalar: whether the line search accepted a step (True without one).
+      num_backtracks: int32 scalar j, step sizes rejected before the accepted one
+        (``max_backtracks`` when none was accepted; 0 without a line search).
+      step_fraction: scalar ``ρ^j`` of the step taken (0 when nothing was accepted; 1 without
+        a line search).
+      surrogate_improvement: scalar ``L(θ_new) − L(θ)``, evaluated on the returned parameters.
+      kl: scalar ``KL̄(θ_new)``, evaluated on the returned parameters (0 when they are θ).
+    """
+
+    params: Any
+    gradient: Any
+    direction: Any
+    full_step: Any
+    cg_residual_norm_squared: Any
+    accepted: Any
+    num_backtracks: Any
+    step_fraction: Any
+    surrogate_improvement: Any
+    kl: Any
+
+
+def natural_gradient_step(
+    surrogate_fn: Callable[[Any], Any],
+    kl_fn: Callable[[Any], Any],
+    params,
+    fisher_product: Callable[[Any], Any],
+    *,
+    max_kl,
+    cg_iterations: int = 10,
+    direction=None,
+    line_search: bool = False,
+    backtrack_ratio=0.5,
+    max_backtracks: int = 10,
+) -> NaturalGradientResult:
+    """One natural policy gradient step (Kakade 2001), or with ``line_search=True`` one TRPO step.
+
+    The update ``θ_new = θ + s`` with ``s = sqrt(2 δ / xᵀ F x) · x`` and ``x ≈ F⁻¹ g``,
+    ``g = ∇_θ L(θ)``: the maximiser of the linear model ``gᵀ s`` of the surrogate within the
+    quadratic model ``½ sᵀ F s ≤ δ`` of the mean KL (Schulman et al. 2015, appendix C). It
+    composes this module's pieces::
+
+        g = jax.grad(surrogate_fn)(params)
+        x = conjugate_gradient(fisher_product, g, iterations=cg_iterations).solution
+        s = natural_step(x, fisher_product(x), max_kl=max_kl)
+        θ_new = θ + s                                             # NPG (line_search=False)
+        θ_new = backtracking_line_search(surrogate_fn, kl_fn, θ, s, max_kl=max_kl, ...).params
+                                                                  # TRPO (line_search=True)
+
+    then evaluates ``L(θ_new) − L(θ)`` and ``KL̄(θ_new)`` on the returned parameters. The line
+    search takes the first ``θ + ρ^j s`` that does not lower the surrogate and keeps the sampled
+    mean KL within δ (θ itself if none does), so the constraint holds on the batch and not only
+    in the quadratic model. ``direction`` replaces the conjugate-gradient solution by a search
+    direction computed otherwise (e.g. natural actor-critic's compatible-feature weights,
+    :func:`compatible_features_weights`); the step length still uses ``fisher_product``.
+
+    Args:
+      surrogate_fn: ``params -> scalar`` surrogate L to maximise (e.g. the importance-sampled
+        ``mean(π_θ(a|s) / π_old(a|s) · A)`` over a batch of ``[N]`` samples, data closed over).
+      kl_fn: ``params -> scalar`` mean KL(π_old ‖ π_params) over the batch states, π_old fixed
+        at ``params``.
+      params: parameter pytree θ (= θ_old), e.g. an equinox module's array leaves.
+      fisher_product: ``vector -> F v`` (a pytree shaped like ``params``), the damped or
+        undamped Fisher-vector product at θ (:func:`gauss_newton_fisher_product`, or
+        ``lambda v: fisher_vector_product(kl_fn, params, v, damping=λ)``).
+      max_kl: scalar δ > 0 (traced float), the KL trust-region radius.
+      cg_iterations: static int ≥ 0, conjugate-gradient iterations on ``F x = g`` (unused when
+        ``direction`` is given).
+      direction: optional pytree x shaped like ``params``, used instead of solving ``F x = g``.
+      line_search: static bool; True for TRPO's backtracking line search, False (default) for
+        the plain natural step.
+      backtrack_ratio: scalar ρ ∈ (0, 1) (traced float), the line search's shrink factor.
+      max_backtracks: static int ≥ 1, the step sizes the line search tries.
+
+    Returns:
+      ``NaturalGradientResult(params, gradient, direction, full_step, cg_residual_norm_squared,
+      accepted, num_backtracks, step_fraction, surrogate_improvement, kl)``: pytrees with the
+      structure of ``params`` and scalars (see ``NaturalGradientResult``).
+
+    Gradients:
+      None: a policy update, not a loss (the line search is a ``while_loop``); treat the result
+      as a constant.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import pgkit
+      >>> fisher = jnp.array([1.0, 4.0])                  # F = diag(1, 4) at θ = 0
+      >>> kl_fn = lambda p: 0.5 * jnp.sum(fisher * p ** 2)
+      >>> surrogate_fn = lambda p: jnp.sum(fisher * p)    # g = (1, 4), F⁻¹ g = (1, 1)
+      >>> result = pgkit.natural_gradient_step(
+      ...     surrogate_fn, kl_fn, jnp.zeros(2), lambda v: fisher * v, max_kl=0.025,
+      ...     cg_iterations=2)
+      >>> print([round(float(v), 4) for v in result.params], round(float(result.kl), 4))
+      [0.1, 0.1] 0.025
+
+    Reference:
+      Schulman, Levine, Moritz, Jordan, Abbeel. Trust Region Policy Optimization. ICML 2015.
+      https://arxiv.org/abs/1502.05477 (section 6 and appendix C). Kakade. A Natural Policy
+      Gradient. NIPS 2001. https://papers.nips.cc/paper/2073-a-natural-policy-gradient
+    """
+    if not isinstance(line_search, bool):
+        raise ValueError(
+            f"natural_gradient_step: `line_search` must be a static Python bool, got {line_search!r}."
+        )
+    if direction is None and (
+        isinstance(cg_iterations, bool) or not isinstance(cg_iterations, int) or cg_iterations < 0
+    ):
+        raise ValueError(
+            "natural_gradient_step: `cg_iterations` must be a static Python int >= 0, got "
+            f"{cg_iterations!r}."
+        )
+    gradient = jax.grad(surrogate_fn)(params)
+    if direction is None:
+        cg = conjugate_gradient(fisher_product, gradient, iterations=cg_iterations)
+        direction, residual = cg.solution, cg.residual_norm_squared
+    else:
+        _check_same_tree("natural_gradient_step", "params", params, "direction", direction)
+        residual = None
+    full_step = natural_step(direction, fisher_product(direction), max_kl=max_kl)
+    if line_search:
+        search = backtracking_line_search(
+            surrogate_fn, kl_fn, params, full_step, max_kl=max_kl,
+            backtrack_ratio=backtrack_ratio, max_backtracks=max_backtracks,
+        )
+        new_params = search.params
+        accepted, num_backtracks, fraction = search.accepted, search.num_backtracks, search.step_fraction
+    else:
+        new_params = jax.tree.map(lambda p, s: p + s, params, full_step)
+        accepted = jnp.ones((), bool)
+        num_backtracks = jnp.zeros((), jnp.int32)
+        fraction = jnp.ones((), jnp.result_type(*jax.tree.leaves(full_step), float))
+    return NaturalGradientResult(
+        params=new_params,
+        gradient=gradient,
+        direction=direction,
+        full_step=full_step,
+        cg_residual_norm_squared=residual,
+        accepted=accepted,
+        num_backtracks=num_backtracks,
+        step_fraction=fraction,
+        surrogate_improvement=surrogate_fn(new_params) - surrogate_fn(params),
+        kl=kl_fn(new_params),
     )
 
 

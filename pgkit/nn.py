@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from pgkit.baselines import value_loss
+
 __all__ = [
     "Linear",
     "MLP",
@@ -44,6 +46,8 @@ __all__ = [
     "orthogonal_linear",
     "policy_distribution",
     "greedy_action",
+    "policy_for",
+    "fit_value",
 ]
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -762,3 +766,82 @@ class DiscreteTwinQCritic(eqx.Module):
     def __call__(self, obs: Float[Array, " obs_size"]):
         q = eqx.filter_vmap(lambda critic: critic(obs))(self.critics)
         return q[0], q[1]
+
+
+def policy_for(env, *, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh", log_std_init=0.0,
+               key: PRNGKeyArray):
+    """The stochastic policy network that fits ``env``'s action space.
+
+    A :class:`CategoricalPolicy` over ``env.num_actions`` actions for a discrete environment, a
+    :class:`GaussianPolicy` over ``env.action_size`` dimensions (state-independent log-std,
+    starting at ``log_std_init``) for a continuous one; either acts on ``env.observation_size``
+    observations. ``env`` is a :class:`pgkit.envs.VecEnv` (or anything with its ``discrete``,
+    ``observation_size``, ``num_actions`` and ``action_size``).
+
+    Example:
+        >>> import jax
+        >>> env = pgkit.envs.make("Pendulum-v1", num_envs=1)
+        >>> type(pgkit.nn.policy_for(env, hidden_sizes=(8,), key=jax.random.key(0))).__name__
+        'GaussianPolicy'
+    """
+    net = dict(hidden_sizes=hidden_sizes, activation=activation, key=key)
+    if env.discrete:
+        return CategoricalPolicy(env.observation_size, env.num_actions, **net)
+    return GaussianPolicy(env.observation_size, env.action_size, log_std_init=log_std_init, **net)
+
+
+def fit_value(critic, opt_state, optimizer, obs, targets, key: PRNGKeyArray, *, epochs: int, minibatches: int):
+    """Regress a value network on targets: ``epochs`` shuffled passes of ``minibatches`` optimiser steps.
+
+    Each step minimises mean ½(V(s_i) − target_i)² (:func:`pgkit.value_loss`) over one minibatch
+    of N / ``minibatches`` samples; each epoch draws a new permutation of the N samples. The
+    critic-fitting phase of NPG and TRPO (and of any algorithm that fits V apart from the policy).
+
+    Args:
+        critic: a network ``critic(obs [obs_size]) -> []`` (an equinox module).
+        opt_state: ``optimizer.init(eqx.filter(critic, eqx.is_array))``, carried between calls.
+        optimizer: an optax ``GradientTransformation`` (e.g. ``optax.adam(hp.critic_lr)``, built
+            from a traced learning rate).
+        obs: ``[N, obs_size]`` observations; targets: ``[N]`` regression targets (no gradient).
+        key: PRNG key of the permutations.
+        epochs, minibatches: static ints; ``minibatches`` must divide N.
+
+    Returns:
+        ``(critic, opt_state, mean_loss)``: the fitted network, the optimiser state and the mean
+        minibatch loss over all steps.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, equinox as eqx, optax
+        >>> critic = pgkit.nn.ValueCritic(3, hidden_sizes=(8,), key=jax.random.key(0))
+        >>> optimizer = optax.adam(1e-2)
+        >>> opt_state = optimizer.init(eqx.filter(critic, eqx.is_array))
+        >>> obs, targets = jnp.ones((8, 3)), jnp.full((8,), 2.0)
+        >>> critic, opt_state, loss = pgkit.nn.fit_value(critic, opt_state, optimizer, obs, targets,
+        ...                                             jax.random.key(1), epochs=2, minibatches=4)
+        >>> loss.shape
+        ()
+    """
+    count = obs.shape[0]
+    if not isinstance(minibatches, int) or minibatches < 1 or count % minibatches:
+        raise ValueError(f"minibatches must be a positive int dividing N={count}, got {minibatches!r}")
+    if tuple(targets.shape) != (count,):
+        raise ValueError(f"targets must have shape [N]=({count},), got {targets.shape}")
+    params, static = eqx.partition(critic, eqx.is_array)
+    minibatch_size = count // minibatches
+
+    def loss_fn(p, obs, targets):
+        values = jax.vmap(eqx.combine(p, static))(obs)
+        return jnp.mean(value_loss(values, targets))
+
+    def minibatch_step(carry, indices):
+        p, opt_state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(p, obs[indices], targets[indices])
+        updates, opt_state = optimizer.update(grads, opt_state, p)
+        return (eqx.apply_updates(p, updates), opt_state), loss
+
+    def epoch(carry, key):
+        perm = jax.random.permutation(key, count).reshape(minibatches, minibatch_size)
+        return jax.lax.scan(minibatch_step, carry, perm)
+
+    (params, opt_state), losses = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
+    return eqx.combine(params, static), opt_state, jnp.mean(losses)

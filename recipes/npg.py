@@ -49,7 +49,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 import pgkit
-from pgkit import envs, nn, rollout
+from pgkit import envs, nn, rollout, trust_region
 from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "npg"
@@ -101,15 +101,8 @@ class State(NamedTuple):
     last_return: jax.Array  # last known completed-episode return
 
 
-def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
-    """Build the natural policy gradient's pure ``init``/``update``/``act`` for ``env_name``.
-
-    ``line_search=True`` adds TRPO's backtracking line search to the natural step
-    (``recipes/trpo.py``; its config and hyperparameters carry ``max_backtracks`` and
-    ``backtrack_ratio``).
-    """
-    if line_search and not hasattr(config, "max_backtracks"):
-        raise ConfigError("line_search=True needs a config with 'max_backtracks' (recipes.trpo.Config)")
+def make(config: Config, env_name: str) -> Recipe:
+    """Build the natural policy gradient's pure ``init``/``update``/``act`` for ``env_name``."""
     batch_size = config.num_envs * config.num_steps
     if batch_size % config.critic_minibatches:
         raise ConfigError(
@@ -123,16 +116,15 @@ def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
         normalize_observations=config.normalize_observations,
         scale_rewards=config.scale_rewards,
     )
-    num_updates = config.total_steps // batch_size
-    minibatch_size = batch_size // config.critic_minibatches
-    critic_optimizer = optax.scale_by_adam()  # the learning rate stays a traced hyperparameter
+    net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
 
     def init(key, hp: HParams) -> State:
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        networks = build_networks(config, env, actor_key, critic_key)
+        actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
+        critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
         env_state, obs = env.reset(env_key)
-        opt_state = critic_optimizer.init(eqx.filter(networks.critic, eqx.is_array))
-        return State(networks, opt_state, env_state, obs, key, jnp.float32(0.0))
+        opt_state = optax.adam(hp.critic_lr).init(eqx.filter(critic, eqx.is_array))
+        return State(Networks(actor, critic), opt_state, env_state, obs, key, jnp.float32(0.0))
 
     def update(state: State, hp: HParams):
         key, rollout_key, critic_key = jax.random.split(state.key, 3)
@@ -148,18 +140,38 @@ def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
         gae = pgkit.gae(
             traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
         )
-        batch = flatten_batch(traj, gae, batch_size, config.normalize_advantages)
-        # 3. the natural step on the policy (TRPO: full step, then backtracking under the KL constraint)
-        search = dict(backtrack_ratio=hp.backtrack_ratio, max_backtracks=config.max_backtracks) if line_search else {}
-        actor, policy_stats = natural_update(actor, batch, hp, config, env.discrete, line_search=line_search, **search)
-        # 4. critic regression
-        critic, critic_opt_state, value_loss = fit_critic(
-            critic, state.critic_opt_state, critic_optimizer, batch, hp.critic_lr, critic_key,
-            epochs=config.critic_epochs, minibatches=config.critic_minibatches, minibatch_size=minibatch_size,
+        batch = trust_region.flatten_batch(traj, gae)
+        if config.normalize_advantages:
+            batch = batch._replace(advantages=pgkit.normalized_advantages(batch.advantages))
+        # 3. the natural step on the policy: θ ← θ + sqrt(2δ / xᵀFx) x, x ≈ F⁻¹g (or compatible weights)
+        objectives = trust_region.policy_objectives(actor, batch, discrete=env.discrete)
+        fisher = trust_region.fisher_product(objectives, damping=hp.damping)
+        stats = {}
+        direction = None
+        if config.direction == "compatible":
+            direction, stats["cg_residual"] = compatible_direction(objectives, batch, hp.ridge, config.cg_iterations)
+        step = pgkit.natural_gradient_step(
+            objectives.surrogate, objectives.kl, objectives.params, fisher,
+            max_kl=hp.max_kl, cg_iterations=config.cg_iterations, direction=direction,
         )
-        mean_return, episodes = rollout.completed_episode_statistics(traj)
-        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
-        stats = dict(policy_stats, value_loss=value_loss, episode_return=last_return, episodes=episodes.astype(jnp.float32))
+        if direction is None:
+            stats["cg_residual"] = step.cg_residual_norm_squared
+        actor = objectives.rebuild(step.params)
+        # 4. critic regression on the GAE targets
+        critic, critic_opt_state, value_loss = nn.fit_value(
+            critic, state.critic_opt_state, optax.adam(hp.critic_lr), batch.obs, batch.targets, critic_key,
+            epochs=config.critic_epochs, minibatches=config.critic_minibatches,
+        )
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
+        stats.update(
+            surrogate_improvement=step.surrogate_improvement,
+            kl=step.kl,
+            entropy=objectives.entropy,
+            gradient_norm=jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(step.gradient))),
+            value_loss=value_loss,
+            episode_return=last_return,
+            episodes=episodes.astype(jnp.float32),
+        )
         new_state = State(Networks(actor, critic), critic_opt_state, env_state, obs, key, last_return)
         return new_state, stats
 
@@ -168,158 +180,26 @@ def make(config: Config, env_name: str, *, line_search: bool = False) -> Recipe:
         del key
         return nn.greedy_action(jax.vmap(state.networks.actor)(obs), discrete=env.discrete)
 
-    return Recipe(init, update, act, env, batch_size, num_updates)
+    return Recipe(init, update, act, env, batch_size, config.total_steps // batch_size)
 
 
-# ----------------------------------------------------------------------------- pieces shared with TRPO
-# (recipes/trpo.py is this update plus a line search; it imports these rather than repeating them)
+def compatible_direction(objectives: trust_region.PolicyObjectives, batch: trust_region.Batch, ridge, iterations: int):
+    """Natural actor-critic's direction: the compatible-feature weights w, and CG's squared residual.
 
-
-class Batch(NamedTuple):
-    """The rollout flattened to N = T·E samples."""
-
-    obs: jax.Array  # [N, obs_size]
-    actions: jax.Array  # [N] or [N, action_size]
-    log_probs: jax.Array  # [N] log π_old(a|s)
-    advantages: jax.Array  # [N] (normalised if configured)
-    targets: jax.Array  # [N] critic regression targets (GAE λ-returns)
-
-
-def build_networks(config, env, actor_key, critic_key) -> Networks:
-    net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
-    if env.discrete:
-        actor = nn.CategoricalPolicy(env.observation_size, env.num_actions, key=actor_key, **net)
-    else:
-        actor = nn.GaussianPolicy(
-            env.observation_size, env.action_size, log_std_init=config.log_std_init, key=actor_key, **net
-        )
-    critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
-    return Networks(actor, critic)
-
-
-def flatten_batch(traj, gae, batch_size: int, normalize_advantages: bool) -> Batch:
-    flat = jax.tree.map(
-        lambda x: x.reshape((batch_size,) + x.shape[2:]),
-        (traj.obs, traj.actions, traj.log_probs, gae.advantages, gae.targets),
-    )
-    batch = Batch(*flat)
-    if normalize_advantages:
-        advantages = batch.advantages
-        batch = batch._replace(advantages=(advantages - advantages.mean()) / (advantages.std() + 1e-8))
-    return batch
-
-
-def policy_functions(actor, batch: Batch, discrete: bool):
-    """(params, rebuild, surrogate_fn, kl_fn, entropy) for the policy at θ_old = ``actor``."""
-    params, static = eqx.partition(actor, eqx.is_array)
-
-    def rebuild(p):
-        return eqx.combine(p, static)
-
-    old = jax.lax.stop_gradient(jax.vmap(actor)(batch.obs))  # logits, or (mean, log_std)
-
-    def log_probs_of(p):
-        return nn.policy_distribution(jax.vmap(rebuild(p))(batch.obs), discrete=discrete).log_prob(batch.actions)
-
-    def surrogate_fn(p):
-        """L(θ) = mean[exp(log π_θ − log π_old) · A], maximised."""
-        ratios = jnp.exp(pgkit.log_ratios(log_probs_of(p), batch.log_probs))
-        return jnp.mean(ratios * batch.advantages)
-
-    def kl_fn(p):
-        """mean_s KL(π_old(·|s) ‖ π_θ(·|s)) over the batch states, π_old fixed."""
-        new = jax.vmap(rebuild(p))(batch.obs)
-        if discrete:
-            return jnp.mean(pgkit.categorical_kl(old, new))
-        return jnp.mean(pgkit.gaussian_kl(old[0], old[1], new[0], new[1]))
-
-    if discrete:
-        entropy = jnp.mean(pgkit.categorical_entropy(old))
-    else:
-        entropy = jnp.mean(pgkit.gaussian_entropy(old[1]))
-    return params, rebuild, surrogate_fn, kl_fn, entropy
-
-
-def _score_vectors(params, rebuild, batch: Batch):
-    """ψ_i = ∇_θ log π_θ(a_i|s_i), flattened: ``[N, P]``."""
+    w = argmin ‖Ψw − A‖² + N·ridge‖w‖² with ψ_i = ∇_θ log π_θ(a_i|s_i): the normal equations
+    (F̂ + ridge) w = ΨᵀA / N solved matrix-free by CG, O(N P) per iteration
+    (:func:`pgkit.compatible_features_weights` is the exact O(N P²) solve of the same problem).
+    """
+    _, unravel = ravel_pytree(objectives.params)
 
     def log_prob(p, obs, action):
-        return rebuild(p).distribution(obs).log_prob(action)
+        return objectives.rebuild(p).distribution(obs).log_prob(action)
 
-    scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0, 0))(params, batch.obs, batch.actions)
-    return jax.vmap(lambda s: ravel_pytree(s)[0])(scores)
-
-
-def natural_update(actor, batch: Batch, hp, config, discrete: bool, *, line_search: bool, backtrack_ratio=0.5,
-                    max_backtracks: int = 10):
-    """One natural-gradient step on the policy (with TRPO's line search if ``line_search``)."""
-    params, rebuild, surrogate_fn, kl_fn, entropy = policy_functions(actor, batch, discrete)
-    gradient = jax.grad(surrogate_fn)(params)
-
-    fvp = pgkit.gauss_newton_fisher_product(
-        lambda p: jax.vmap(rebuild(p))(batch.obs),  # logits, or (mean, log_std), per state
-        params,
-        pgkit.categorical_fisher_product if discrete else pgkit.gaussian_fisher_product,
-        damping=hp.damping,
+    scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0, 0))(objectives.params, batch.obs, batch.actions)
+    scores = jax.vmap(lambda s: ravel_pytree(s)[0])(scores)  # ψ_i, [N, P]
+    cg = pgkit.conjugate_gradient(
+        lambda v: pgkit.empirical_fisher_vector_product(scores, v, damping=ridge),
+        scores.T @ batch.advantages / scores.shape[0],
+        iterations=iterations,
     )
-
-    stats = {}
-    if getattr(config, "direction", "fisher") == "compatible":
-        # w = argmin ‖Ψw − A‖² + N·ridge‖w‖²: the normal equations (F̂ + ridge) w = ΨᵀA / N solved
-        # matrix-free by CG, O(N P) per iteration (pgkit.compatible_features_weights is the exact
-        # O(N P²) solve of the same problem, for small policies)
-        _, unravel = ravel_pytree(params)
-        scores = _score_vectors(params, rebuild, batch)
-        cg = pgkit.conjugate_gradient(
-            lambda v: pgkit.empirical_fisher_vector_product(scores, v, damping=hp.ridge),
-            scores.T @ batch.advantages / scores.shape[0],
-            iterations=config.cg_iterations,
-        )
-        direction = unravel(cg.solution)
-        stats["cg_residual"] = cg.residual_norm_squared
-    else:
-        cg = pgkit.conjugate_gradient(fvp, gradient, iterations=config.cg_iterations)
-        direction = cg.solution
-        stats["cg_residual"] = cg.residual_norm_squared
-    full_step = pgkit.natural_step(direction, fvp(direction), max_kl=hp.max_kl)
-    if line_search:
-        search = pgkit.backtracking_line_search(
-            surrogate_fn, kl_fn, params, full_step, max_kl=hp.max_kl,
-            backtrack_ratio=backtrack_ratio, max_backtracks=max_backtracks,
-        )
-        new_params = search.params
-        stats["accepted"] = search.accepted.astype(jnp.float32)
-        stats["backtracks"] = search.num_backtracks.astype(jnp.float32)
-        stats["step_fraction"] = search.step_fraction
-    else:
-        new_params = jax.tree.map(lambda p, s: p + s, params, full_step)
-    stats["surrogate_improvement"] = surrogate_fn(new_params) - surrogate_fn(params)
-    stats["kl"] = kl_fn(new_params)
-    stats["entropy"] = entropy
-    stats["gradient_norm"] = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(gradient)))
-    return rebuild(new_params), stats
-
-
-def fit_critic(critic, opt_state, optimizer, batch: Batch, lr, key, *, epochs: int, minibatches: int,
-                minibatch_size: int):
-    """Regress V on the targets: ``epochs`` passes of ``minibatches`` Adam steps on ½(V − target)²."""
-    params, static = eqx.partition(critic, eqx.is_array)
-    batch_size = minibatches * minibatch_size
-
-    def loss_fn(p, obs, targets):
-        values = jax.vmap(eqx.combine(p, static))(obs)
-        return jnp.mean(pgkit.value_loss(values, targets))
-
-    def minibatch_step(carry, indices):
-        p, opt_state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(p, batch.obs[indices], batch.targets[indices])
-        updates, opt_state = optimizer.update(grads, opt_state)
-        p = optax.apply_updates(p, jax.tree.map(lambda u: -lr * u, updates))
-        return (p, opt_state), loss
-
-    def epoch(carry, key):
-        perm = jax.random.permutation(key, batch_size).reshape(minibatches, minibatch_size)
-        return jax.lax.scan(minibatch_step, carry, perm)
-
-    (params, opt_state), losses = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
-    return eqx.combine(params, static), opt_state, jnp.mean(losses)
+    return unravel(cg.solution), cg.residual_norm_squared

@@ -17,9 +17,10 @@ https://arxiv.org/abs/1506.02438), one ``update``:
     fit V to the GAE targets: a few epochs of minibatch Adam          pgkit.value_loss
 
 The seed notes' "TRPO" slide: ``argmax_θ L_θold(θ)`` under the KL constraint, "solves using
-natural gradient". The pieces (batch flattening, surrogate, mean KL, critic regression) are the
-ones of ``recipes/npg.py``; the only difference from NPG is the line search, which makes the
-KL constraint hold on the sample (not only in the quadratic model) and guarantees that the
+natural gradient". The pieces (batch flattening, surrogate, mean KL, critic regression) are
+library code that NPG uses too (``pgkit.trust_region``, ``pgkit.natural_gradient_step``,
+``pgkit.nn.fit_value``); what TRPO adds to NPG is the line search, which makes the KL
+constraint hold on the sample (not only in the quadratic model) and guarantees that the
 surrogate does not decrease.
 
 Discrete actions use a categorical policy; continuous ones a Gaussian with a state-independent
@@ -31,9 +32,16 @@ Tested configurations, measured returns and tuning history: ``docs/recipes/trpo.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, NamedTuple
 
-from pgkit.recipe import Recipe, hyperparameters, option
-from recipes import npg
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+import pgkit
+from pgkit import envs, nn, rollout, trust_region
+from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "trpo"
 DESCRIPTION = "Trust Region Policy Optimization: natural direction by CG, KL line search, GAE critic"
@@ -85,10 +93,91 @@ PENDULUM_CONFIG = dict(
 )
 PENDULUM_HPARAMS = dict(gamma=0.9, gae_lambda=0.95)
 
-State = npg.State
-Networks = npg.Networks
+class Networks(NamedTuple):
+    actor: Any  # π_θ: pgkit.nn.CategoricalPolicy or GaussianPolicy
+    critic: Any  # V: pgkit.nn.ValueCritic
+
+
+class State(NamedTuple):
+    networks: Networks
+    critic_opt_state: Any
+    env_state: Any
+    obs: jax.Array  # [E, obs_size]
+    key: jax.Array  # PRNGKey (uint32[2])
+    last_return: jax.Array  # last known completed-episode return
 
 
 def make(config: Config, env_name: str) -> Recipe:
-    """Build TRPO's pure ``init``/``update``/``act`` for ``env_name``: NPG's update with the line search."""
-    return npg.make(config, env_name, line_search=True)
+    """Build TRPO's pure ``init``/``update``/``act`` for ``env_name`` (discrete or continuous actions)."""
+    batch_size = config.num_envs * config.num_steps
+    if batch_size % config.critic_minibatches:
+        raise ConfigError(
+            f"option 'critic_minibatches' must divide num_envs*num_steps={batch_size}, got {config.critic_minibatches}"
+        )
+    if any(h < 1 for h in config.hidden_sizes):
+        raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
+    env = envs.make(
+        env_name,
+        num_envs=config.num_envs,
+        normalize_observations=config.normalize_observations,
+        scale_rewards=config.scale_rewards,
+    )
+    net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
+
+    def init(key, hp: HParams) -> State:
+        key, actor_key, critic_key, env_key = jax.random.split(key, 4)
+        actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
+        critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
+        env_state, obs = env.reset(env_key)
+        opt_state = optax.adam(hp.critic_lr).init(eqx.filter(critic, eqx.is_array))
+        return State(Networks(actor, critic), opt_state, env_state, obs, key, jnp.float32(0.0))
+
+    def update(state: State, hp: HParams):
+        key, rollout_key, critic_key = jax.random.split(state.key, 3)
+        actor, critic = state.networks
+        act_fn = rollout.actor_critic_act_fn(actor, critic, discrete=env.discrete)
+        env_state, obs, traj = rollout.rollout(
+            rollout_key, env, state.env_state, state.obs, act_fn,
+            num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(critic),
+        )
+        gae = pgkit.gae(
+            traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
+        )
+        batch = trust_region.flatten_batch(traj, gae)
+        if config.normalize_advantages:
+            batch = batch._replace(advantages=pgkit.normalized_advantages(batch.advantages))
+        # maximise L(θ) s.t. KL̄ ≤ δ: CG direction, full natural step, backtracking line search
+        objectives = trust_region.policy_objectives(actor, batch, discrete=env.discrete)
+        step = pgkit.natural_gradient_step(
+            objectives.surrogate, objectives.kl, objectives.params,
+            trust_region.fisher_product(objectives, damping=hp.damping),
+            max_kl=hp.max_kl, cg_iterations=config.cg_iterations,
+            line_search=True, backtrack_ratio=hp.backtrack_ratio, max_backtracks=config.max_backtracks,
+        )
+        actor = objectives.rebuild(step.params)
+        critic, critic_opt_state, value_loss = nn.fit_value(
+            critic, state.critic_opt_state, optax.adam(hp.critic_lr), batch.obs, batch.targets, critic_key,
+            epochs=config.critic_epochs, minibatches=config.critic_minibatches,
+        )
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
+        stats = {
+            "cg_residual": step.cg_residual_norm_squared,
+            "accepted": step.accepted.astype(jnp.float32),
+            "backtracks": step.num_backtracks.astype(jnp.float32),
+            "step_fraction": step.step_fraction,
+            "surrogate_improvement": step.surrogate_improvement,
+            "kl": step.kl,
+            "entropy": objectives.entropy,
+            "gradient_norm": jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(step.gradient))),
+            "value_loss": value_loss,
+            "episode_return": last_return,
+            "episodes": episodes.astype(jnp.float32),
+        }
+        return State(Networks(actor, critic), critic_opt_state, env_state, obs, key, last_return), stats
+
+    def act(state: State, key, obs):
+        """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
+        del key
+        return nn.greedy_action(jax.vmap(state.networks.actor)(obs), discrete=env.discrete)
+
+    return Recipe(init, update, act, env, batch_size, config.total_steps // batch_size)

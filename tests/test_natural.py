@@ -675,3 +675,73 @@ def test_bad_input_raises():
         pgkit.compatible_features_weights(jnp.zeros((4, 3)), jnp.zeros(3))
     with pytest.raises(ValueError, match="weights"):
         pgkit.compatible_features_weights(jnp.zeros((4, 3)), jnp.zeros(4), jnp.ones(3))
+
+
+# ----------------------------------------------------------------------------- natural_gradient_step
+
+
+def _quadratic_problem(key, size=4):
+    """Surrogate gᵀθ, mean KL ½θᵀFθ at θ_old = 0: the natural step has a closed form."""
+    g_key, f_key = jax.random.split(key)
+    g = jax.random.normal(g_key, (size,))
+    a = jax.random.normal(f_key, (size, size))
+    fisher = a @ a.T + size * jnp.eye(size)
+    return g, fisher, (lambda p: g @ p), (lambda p: 0.5 * p @ fisher @ p), (lambda v: fisher @ v)
+
+
+def test_natural_gradient_step_is_the_closed_form_trust_region_step():
+    g, fisher, surrogate_fn, kl_fn, fvp = _quadratic_problem(jax.random.key(0))
+    result = jax.jit(lambda: pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02,
+                                                         cg_iterations=4))()
+    f, gn = np.asarray(fisher, np.float64), np.asarray(g, np.float64)
+    x = np.linalg.solve(f, gn)
+    step = np.sqrt(2 * 0.02 / (x @ f @ x)) * x
+    np.testing.assert_allclose(result.params, step, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.direction, x, rtol=1e-4)
+    np.testing.assert_allclose(result.gradient, gn, rtol=1e-6)
+    np.testing.assert_allclose(result.kl, 0.02, rtol=1e-4)  # the quadratic model is the KL here
+    np.testing.assert_allclose(result.surrogate_improvement, gn @ step, rtol=1e-4)
+    assert bool(result.accepted) and int(result.num_backtracks) == 0 and float(result.step_fraction) == 1.0
+    assert float(result.cg_residual_norm_squared) < 1e-8
+
+
+def test_natural_gradient_step_with_line_search_equals_its_composition_and_backtracks():
+    g, fisher, surrogate_fn, kl_fn, fvp = _quadratic_problem(jax.random.key(1))
+    params = jnp.zeros(4)
+    # the sampled KL is 10x its quadratic model: ρ = 0.5 needs ρ²ʲ·10 ≤ 1, j = 2
+    true_kl = lambda p: 10.0 * kl_fn(p)
+    result = pgkit.natural_gradient_step(surrogate_fn, true_kl, params, fvp, max_kl=0.01, cg_iterations=4,
+                                         line_search=True, backtrack_ratio=0.5, max_backtracks=5)
+    x = pgkit.conjugate_gradient(fvp, jax.grad(surrogate_fn)(params), iterations=4).solution
+    full = pgkit.natural_step(x, fvp(x), max_kl=0.01)
+    search = pgkit.backtracking_line_search(surrogate_fn, true_kl, params, full, max_kl=0.01, backtrack_ratio=0.5,
+                                            max_backtracks=5)
+    np.testing.assert_array_equal(result.params, search.params)
+    np.testing.assert_array_equal(result.full_step, full)
+    assert int(result.num_backtracks) == 2 and float(result.step_fraction) == 0.25 and bool(result.accepted)
+    assert float(result.kl) <= 0.01
+    # no candidate fits: θ is kept, not accepted
+    kept = pgkit.natural_gradient_step(surrogate_fn, true_kl, params, fvp, max_kl=0.01, cg_iterations=4,
+                                       line_search=True, backtrack_ratio=0.5, max_backtracks=1)
+    np.testing.assert_array_equal(kept.params, params)
+    assert not bool(kept.accepted) and float(kept.surrogate_improvement) == 0.0
+
+
+def test_natural_gradient_step_takes_a_given_direction_and_vmaps():
+    g, fisher, surrogate_fn, kl_fn, fvp = _quadratic_problem(jax.random.key(2))
+    direction = jnp.array([1.0, 0.0, 0.0, 0.0])
+    given = pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02, direction=direction)
+    np.testing.assert_allclose(given.params, np.sqrt(2 * 0.02 / float(fisher[0, 0])) * np.asarray(direction), rtol=1e-5)
+    assert given.cg_residual_norm_squared is None
+    with pytest.raises(ValueError, match="direction"):
+        pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02, direction={"a": direction})
+    with pytest.raises(ValueError, match="line_search"):
+        pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02, line_search=1)
+    # vmap over radii equals one call per radius
+    radii = jnp.array([0.01, 0.04])
+    batched = jax.vmap(lambda d: pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=d,
+                                                             cg_iterations=4, line_search=True).params)(radii)
+    for i, radius in enumerate(radii):
+        single = pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=radius, cg_iterations=4,
+                                             line_search=True).params
+        np.testing.assert_allclose(batched[i], single, rtol=1e-6)

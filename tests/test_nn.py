@@ -275,3 +275,54 @@ def test_docstring_examples_run():
     for test in finder.find(nn, nn.__name__, globs={"pgkit": pgkit}):
         runner.run(test)
     assert runner.failures == 0
+
+
+# ----------------------------------------------------------------------------- policy_for, fit_value
+
+
+def test_policy_for_builds_the_policy_of_the_action_space():
+    from pgkit import envs
+
+    key = jax.random.key(3)
+    discrete = nn.policy_for(envs.make("CartPole-v1", num_envs=1), hidden_sizes=(8,), key=key)
+    expected = nn.CategoricalPolicy(4, 2, hidden_sizes=(8,), key=key)
+    continuous = nn.policy_for(envs.make("Pendulum-v1", num_envs=1), hidden_sizes=(8,), activation="relu",
+                               log_std_init=-0.5, key=key)
+    expected_continuous = nn.GaussianPolicy(3, 1, hidden_sizes=(8,), activation="relu", log_std_init=-0.5, key=key)
+    for got, want in ((discrete, expected), (continuous, expected_continuous)):
+        assert type(got) is type(want)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fit_value_equals_a_loop_of_optimiser_steps_and_fits():
+    import optax
+
+    critic = nn.ValueCritic(3, hidden_sizes=(16,), key=jax.random.key(0))
+    obs = jax.random.normal(jax.random.key(1), (32, 3))
+    targets = obs @ jnp.array([1.0, -2.0, 0.5]) + 3.0
+    optimizer = optax.adam(1e-2)
+    opt_state = optimizer.init(eqx.filter(critic, eqx.is_array))
+    key = jax.random.key(2)
+    fitted, state, loss = jax.jit(
+        lambda c, s: nn.fit_value(c, s, optimizer, obs, targets, key, epochs=3, minibatches=4)
+    )(critic, opt_state)
+    # the same steps written out: a permutation per epoch, 4 minibatches of 8
+    params, losses = critic, []
+    for epoch_key in jax.random.split(key, 3):
+        for indices in jax.random.permutation(epoch_key, 32).reshape(4, 8):
+            def loss_fn(c):
+                return jnp.mean(0.5 * (jax.vmap(c)(obs[indices]) - targets[indices]) ** 2)
+            value, grads = eqx.filter_value_and_grad(loss_fn)(params)
+            updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(params, eqx.is_array))
+            params, losses = eqx.apply_updates(params, updates), losses + [value]
+    for a, b in zip(jax.tree.leaves(fitted), jax.tree.leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss, np.mean(losses), rtol=1e-5)
+    long_fit, _, long_loss = nn.fit_value(critic, optimizer.init(eqx.filter(critic, eqx.is_array)), optimizer, obs,
+                                          targets, key, epochs=200, minibatches=4)
+    assert float(jnp.mean(0.5 * (jax.vmap(long_fit)(obs) - targets) ** 2)) < 0.05 * float(jnp.var(targets))
+    with pytest.raises(ValueError, match="minibatches"):
+        nn.fit_value(critic, state, optimizer, obs, targets, key, epochs=1, minibatches=5)
+    with pytest.raises(ValueError, match="targets"):
+        nn.fit_value(critic, state, optimizer, obs, targets[:5], key, epochs=1, minibatches=4)

@@ -9,7 +9,7 @@ from pgkit import experiment
 from pgkit.recipe import validate
 from pgkit.recipes import npg
 
-# The documented configuration (recipes/npg.py docstring): the defaults, 100 updates of
+# The documented configuration (docs/recipes/npg.md): the defaults, 100 updates of
 # 4 envs x 256 steps = 102,400 steps per seed.
 CARTPOLE = {"total_steps": 102_400}
 # Without a line search a natural step now and then sets a seed back. Final returns of 64 seeds

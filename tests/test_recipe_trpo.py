@@ -8,7 +8,7 @@ from pgkit import experiment
 from pgkit.recipe import validate
 from pgkit.recipes import trpo
 
-# The documented CartPole configuration (recipes/trpo.py docstring): the defaults, 100 updates
+# The documented CartPole configuration (docs/recipes/trpo.md): the defaults, 100 updates
 # of 4 envs x 256 steps = 102,400 steps per seed.
 CARTPOLE = {"total_steps": 102_400}
 PENDULUM = dict(trpo.PENDULUM_CONFIG)

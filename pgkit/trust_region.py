@@ -1,0 +1,103 @@
+"""A policy network's surrogate, KL and Fisher product on a batch: what NPG and TRPO hand to the natural step.
+
+::
+
+    batch = trust_region.flatten_batch(traj, gae)                 # [T, E] -> N = T·E samples
+    objectives = trust_region.policy_objectives(actor, batch, discrete=env.discrete)
+    fisher = trust_region.fisher_product(objectives, batch, damping=hp.damping)
+    result = pgkit.natural_gradient_step(objectives.surrogate, objectives.kl, objectives.params,
+                                         fisher, max_kl=hp.max_kl, line_search=True)
+    actor = objectives.rebuild(result.params)
+
+The estimators themselves (:func:`pgkit.natural_gradient_step`, the Fisher products, the KLs) are
+in :mod:`pgkit.natural` and :mod:`pgkit.divergences`; this module binds them to an equinox
+policy of :mod:`pgkit.nn` and a batch of samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from pgkit.divergences import categorical_entropy, categorical_kl, gaussian_entropy, gaussian_kl
+from pgkit.importance import log_ratios
+from pgkit.natural import categorical_fisher_product, gauss_newton_fisher_product, gaussian_fisher_product
+from pgkit.nn import policy_distribution
+
+__all__ = ["Batch", "PolicyObjectives", "fisher_product", "flatten_batch", "policy_objectives"]
+
+
+class Batch(NamedTuple):
+    """A rollout flattened to N = T·E samples."""
+
+    obs: jax.Array  # [N, obs_size]
+    actions: jax.Array  # [N] or [N, action_size]
+    log_probs: jax.Array  # [N] log π_old(a|s)
+    advantages: jax.Array  # [N]
+    targets: jax.Array  # [N] critic regression targets
+
+
+def flatten_batch(traj, gae) -> Batch:
+    """The ``[T, E]`` trajectory and its :func:`pgkit.gae` result as one batch of N = T·E samples.
+
+    Sample ``t·E + e`` is step t of environment e. ``traj`` is a :class:`pgkit.rollout.Trajectory`
+    (``obs``, ``actions``, ``log_probs``), ``gae`` a ``pgkit.GAE`` (``advantages``, ``targets``).
+    """
+    size = traj.rewards.shape[0] * traj.rewards.shape[1]
+    flat = jax.tree.map(
+        lambda x: x.reshape((size,) + x.shape[2:]),
+        (traj.obs, traj.actions, traj.log_probs, gae.advantages, gae.targets),
+    )
+    return Batch(*flat)
+
+
+class PolicyObjectives(NamedTuple):
+    """A policy at θ_old on a batch, as functions of its array parameters θ."""
+
+    params: Any  # θ_old: the policy's array leaves
+    rebuild: Callable  # θ -> the policy network with parameters θ
+    surrogate: Callable  # θ -> mean[exp(log π_θ(a|s) − log π_old(a|s)) · A], maximised
+    kl: Callable  # θ -> mean over the batch states of KL(π_old(·|s) ‖ π_θ(·|s))
+    outputs: Callable  # θ -> the raw policy outputs on the batch states (logits, or (mean, log_std))
+    entropy: jax.Array  # mean entropy of π_old over the batch states
+    discrete: bool
+
+
+def policy_objectives(actor, batch: Batch, *, discrete: bool) -> PolicyObjectives:
+    """The importance-sampled surrogate, mean KL and entropy of ``actor`` (= π_old) on ``batch``.
+
+    ``actor(obs [obs_size])`` returns logits ``[A]`` (``discrete``) or ``(mean [A], log_std
+    [A])`` (a diagonal Gaussian), as :mod:`pgkit.nn`'s policies do. π_old is held fixed (no
+    gradient) in the ratio's denominator and the KL's first argument.
+    """
+    params, static = eqx.partition(actor, eqx.is_array)
+
+    def rebuild(p):
+        return eqx.combine(p, static)
+
+    def outputs(p):
+        return jax.vmap(rebuild(p))(batch.obs)
+
+    old = jax.lax.stop_gradient(jax.vmap(actor)(batch.obs))
+
+    def surrogate(p):
+        log_probs = policy_distribution(outputs(p), discrete=discrete).log_prob(batch.actions)
+        return jnp.mean(jnp.exp(log_ratios(log_probs, batch.log_probs)) * batch.advantages)
+
+    def kl(p):
+        new = outputs(p)
+        if discrete:
+            return jnp.mean(categorical_kl(old, new))
+        return jnp.mean(gaussian_kl(old[0], old[1], new[0], new[1]))
+
+    entropy = jnp.mean(categorical_entropy(old) if discrete else gaussian_entropy(old[1]))
+    return PolicyObjectives(params, rebuild, surrogate, kl, outputs, entropy, discrete)
+
+
+def fisher_product(objectives: PolicyObjectives, *, damping) -> Callable:
+    """``v -> F v + damping·v`` at θ_old: the policy's Fisher in Gauss-Newton form (:func:`pgkit.gauss_newton_fisher_product`)."""
+    output_fisher = categorical_fisher_product if objectives.discrete else gaussian_fisher_product
+    return gauss_newton_fisher_product(objectives.outputs, objectives.params, output_fisher, damping=damping)
