@@ -13,16 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from pgkit.returns import (
-    _broadcast_param,
-    _check_shapes,
-    _continues,
-    _episode_starts,
-    _float_dtype,
-    _forward_scan,
-    _maybe_stop,
-    _reverse_scan,
-)
+from pgkit import _checks
 
 __all__ = [
     "VTrace",
@@ -63,17 +54,17 @@ def log_ratios(target_log_probs: ArrayLike, behaviour_log_probs: ArrayLike) -> j
       Precup, Sutton & Singh, "Eligibility Traces for Off-Policy Policy Evaluation", ICML 2000,
       http://papersdb.cs.ualberta.ca/~papersdb/view_publication.php?pub_id=467
     """
-    _check_shapes(
-        False, target_log_probs=target_log_probs, behaviour_log_probs=behaviour_log_probs
+    _checks.check_same_shape(
+        "log_ratios", "target_log_probs", target_log_probs, behaviour_log_probs=behaviour_log_probs
     )
-    dtype = _float_dtype(target_log_probs, behaviour_log_probs)
+    dtype = _checks.float_dtype(target_log_probs, behaviour_log_probs)
     return jnp.asarray(target_log_probs, dtype) - jnp.asarray(behaviour_log_probs, dtype)
 
 
 def _episode_log_sums(log_ratios: jax.Array, dones: ArrayLike) -> jax.Array:
     """Σ_{k=s}^{t} log ρ_k, s the first step in the rollout of t's episode (forward scan)."""
-    starts = _episode_starts(dones)
-    return _forward_scan(_log_sum_step, jnp.zeros_like(log_ratios[0]), (log_ratios, starts))
+    starts = _checks.episode_starts(dones)
+    return _checks.forward_scan(_log_sum_step, jnp.zeros_like(log_ratios[0]), (log_ratios, starts))
 
 
 # Scan bodies at module level so that eager calls reuse lax.scan's cached trace.
@@ -128,8 +119,8 @@ def per_decision_weights(log_ratios: ArrayLike, dones: ArrayLike) -> jax.Array:
       Precup, Sutton & Singh, "Eligibility Traces for Off-Policy Policy Evaluation", ICML 2000,
       http://papersdb.cs.ualberta.ca/~papersdb/view_publication.php?pub_id=467
     """
-    _check_shapes(log_ratios=log_ratios, dones=dones)
-    log_ratios = jnp.asarray(log_ratios, _float_dtype(log_ratios))
+    _checks.check_time_major("per_decision_weights", "log_ratios", log_ratios, dones=dones)
+    log_ratios = jnp.asarray(log_ratios, _checks.float_dtype(log_ratios))
     return jnp.exp(_episode_log_sums(log_ratios, dones))
 
 
@@ -163,11 +154,11 @@ def per_trajectory_weights(log_ratios: ArrayLike, dones: ArrayLike) -> jax.Array
       Precup, Sutton & Singh, "Eligibility Traces for Off-Policy Policy Evaluation", ICML 2000,
       http://papersdb.cs.ualberta.ca/~papersdb/view_publication.php?pub_id=467
     """
-    _check_shapes(log_ratios=log_ratios, dones=dones)
-    log_ratios = jnp.asarray(log_ratios, _float_dtype(log_ratios))
+    _checks.check_time_major("per_trajectory_weights", "log_ratios", log_ratios, dones=dones)
+    log_ratios = jnp.asarray(log_ratios, _checks.float_dtype(log_ratios))
     partial = _episode_log_sums(log_ratios, dones)
-    ends = jnp.logical_not(_continues(dones))
-    totals = _reverse_scan(_hold_from_end_step, jnp.zeros_like(partial[0]), (partial, ends))
+    ends = jnp.logical_not(_checks.continues(dones))
+    totals = _checks.reverse_scan(_hold_from_end_step, jnp.zeros_like(partial[0]), (partial, ends))
     return jnp.exp(totals)
 
 
@@ -204,10 +195,12 @@ def truncated_weights(
       with Experience Replay", ICLR 2017, https://arxiv.org/abs/1611.01224; Espeholt et al.,
       "IMPALA", 2018, https://arxiv.org/abs/1802.01561
     """
-    log_ratios = jnp.asarray(log_ratios, _float_dtype(log_ratios))
-    max_weight = _broadcast_param(max_weight, "max_weight", log_ratios.shape, log_ratios.dtype)
+    log_ratios = jnp.asarray(log_ratios, _checks.float_dtype(log_ratios))
+    max_weight = _checks.broadcast_param(
+        "truncated_weights", "max_weight", max_weight, log_ratios.shape, log_ratios.dtype
+    )
     weights = jnp.minimum(jnp.exp(log_ratios), max_weight)
-    return _maybe_stop(weights, stop_target_gradients)
+    return _checks.maybe_stop_gradient(weights, stop_target_gradients)
 
 
 def self_normalised_weights(weights: ArrayLike, *, axis: int = 0) -> jax.Array:
@@ -241,13 +234,11 @@ def self_normalised_weights(weights: ArrayLike, *, axis: int = 0) -> jax.Array:
       Off-Policy Policy Evaluation", ICML 2000,
       http://papersdb.cs.ualberta.ca/~papersdb/view_publication.php?pub_id=467
     """
-    weights = jnp.asarray(weights, _float_dtype(weights))
-    valid = isinstance(axis, int) and not isinstance(axis, bool)
-    if not valid or not -weights.ndim <= axis < weights.ndim:
-        raise ValueError(
-            f"axis must be a static int in [-{weights.ndim}, {weights.ndim}) for weights of shape "
-            f"{weights.shape}; got {axis!r}."
-        )
+    weights = jnp.asarray(weights, _checks.float_dtype(weights))
+    _checks.check_static_int(
+        "self_normalised_weights", "axis", axis, low=-weights.ndim, high=weights.ndim - 1,
+        meaning=f"an axis of weights, shape {weights.shape}",
+    )
     return weights / jnp.sum(weights, axis=axis, keepdims=True)
 
 
@@ -329,32 +320,34 @@ def vtrace(
       Kavukcuoglu, "IMPALA: Scalable Distributed Deep-RL with Importance Weighted Actor-Learner
       Architectures", ICML 2018, https://arxiv.org/abs/1802.01561
     """
-    shape = _check_shapes(
-        rewards=rewards,
+    shape = _checks.check_time_major(
+        "vtrace",
+        "rewards",
+        rewards,
         discounts=discounts,
         dones=dones,
         values=values,
         next_values=next_values,
         log_ratios=log_ratios,
     )
-    dtype = _float_dtype(rewards, discounts, values, next_values, log_ratios)
+    dtype = _checks.float_dtype(rewards, discounts, values, next_values, log_ratios)
     rewards = jnp.asarray(rewards, dtype)
     discounts = jnp.asarray(discounts, dtype)
     values = jnp.asarray(values, dtype)
     next_values = jnp.asarray(next_values, dtype)
     ratios = jnp.exp(jnp.asarray(log_ratios, dtype))
-    lambdas = _broadcast_param(lambda_, "lambda_", shape, dtype)
-    clip_rho = _broadcast_param(clip_rho, "clip_rho", shape, dtype)
-    clip_c = _broadcast_param(clip_c, "clip_c", shape, dtype)
-    cont = _continues(dones)
+    lambdas = _checks.broadcast_param("vtrace", "lambda_", lambda_, shape, dtype)
+    clip_rho = _checks.broadcast_param("vtrace", "clip_rho", clip_rho, shape, dtype)
+    clip_c = _checks.broadcast_param("vtrace", "clip_c", clip_c, shape, dtype)
+    cont = _checks.continues(dones)
 
     rhos = jnp.minimum(clip_rho, ratios)
     cs = jnp.where(cont, lambdas * jnp.minimum(clip_c, ratios), 0.0)
     td = rhos * (rewards + discounts * next_values - values)
-    targets = _reverse_scan(
+    targets = _checks.reverse_scan(
         _vtrace_step, jnp.zeros_like(values[0]), (values, next_values, td, discounts, cs)
     )
     following = jnp.concatenate([targets[1:], jnp.zeros_like(targets[:1])], axis=0)
     next_targets = jnp.where(cont, following, next_values)
     pg_advantages = rhos * (rewards + discounts * next_targets - values)
-    return _maybe_stop(VTrace(targets, pg_advantages), stop_target_gradients)
+    return _checks.maybe_stop_gradient(VTrace(targets, pg_advantages), stop_target_gradients)

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from pgkit import _checks
+
 __all__ = [
     "GAE",
     "episode_returns",
@@ -32,86 +34,6 @@ __all__ = [
     "reward_to_go",
     "td_errors",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared private helpers (also used by pgkit.importance).
-# ---------------------------------------------------------------------------------------------
-
-
-def _float_dtype(*arrays) -> jnp.dtype:
-    """The common floating dtype of ``arrays`` (the default float if none of them is floating)."""
-    dtype = jnp.result_type(*arrays)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    return dtype
-
-
-def _check_shapes(temporal: bool = True, **arrays) -> tuple[int, ...]:
-    """Checks that every array has the shape of the first one (and a time axis if ``temporal``).
-
-    Raises ``ValueError`` naming the offending argument. Runs at trace time on static shapes.
-    """
-    names = list(arrays)
-    ref_name = names[0]
-    shape = tuple(jnp.shape(arrays[ref_name]))
-    if temporal and (len(shape) < 1 or shape[0] < 1):
-        raise ValueError(
-            f"{ref_name} must be time-major [T, *B] with T >= 1; got shape {shape}."
-        )
-    for name in names[1:]:
-        other = tuple(jnp.shape(arrays[name]))
-        if other != shape:
-            raise ValueError(
-                f"{name} must have the same shape as {ref_name}, {shape}; got shape {other}."
-            )
-    return shape
-
-
-def _broadcast_param(x: ArrayLike, name: str, shape: tuple[int, ...], dtype) -> jax.Array:
-    """Broadcasts a (traced) float hyperparameter to ``shape``, or raises naming ``name``."""
-    x = jnp.asarray(x, dtype=dtype)
-    try:
-        broadcast = jnp.broadcast_shapes(x.shape, shape)
-    except ValueError:
-        broadcast = None
-    if broadcast != shape:
-        raise ValueError(
-            f"{name} must be a scalar or an array broadcastable to {shape}; got shape {x.shape}."
-        )
-    return jnp.broadcast_to(x, shape)
-
-
-def _continues(dones: ArrayLike) -> jax.Array:
-    """Boolean ``[T, *B]``: True where step t continues into step t + 1 within the rollout.
-
-    False on done steps and on the last step of the rollout.
-    """
-    cont = jnp.logical_not(jnp.asarray(dones).astype(bool))
-    return cont.at[-1].set(False)
-
-
-def _episode_starts(dones: ArrayLike) -> jax.Array:
-    """Boolean ``[T, *B]``: True where step t is the first step of an episode within the rollout."""
-    dones = jnp.asarray(dones).astype(bool)
-    first = jnp.ones_like(dones[:1])
-    return jnp.concatenate([first, dones[:-1]], axis=0)
-
-
-def _reverse_scan(step, init, xs):
-    """Runs ``step`` backwards in time (t = T - 1, ..., 0) and returns the stacked outputs."""
-    _, ys = jax.lax.scan(step, init, xs, reverse=True)
-    return ys
-
-
-def _forward_scan(step, init, xs):
-    """Runs ``step`` forwards in time (t = 0, ..., T - 1) and returns the stacked outputs."""
-    _, ys = jax.lax.scan(step, init, xs)
-    return ys
-
-
-def _maybe_stop(x, stop_target_gradients: bool):
-    return jax.tree_util.tree_map(jax.lax.stop_gradient, x) if stop_target_gradients else x
 
 
 # Scan bodies live at module level: lax.scan caches its trace on the function object, so eager
@@ -210,20 +132,22 @@ def reward_to_go(
       http://incompleteideas.net/book/the-book-2nd.html
     """
     if next_values is None:
-        _check_shapes(rewards=rewards, discounts=discounts, dones=dones)
-        dtype = _float_dtype(rewards, discounts)
+        _checks.check_time_major("reward_to_go", "rewards", rewards, discounts=discounts, dones=dones)
+        dtype = _checks.float_dtype(rewards, discounts)
         next_values = jnp.zeros(jnp.shape(rewards), dtype)
     else:
-        _check_shapes(rewards=rewards, discounts=discounts, dones=dones, next_values=next_values)
-        dtype = _float_dtype(rewards, discounts, next_values)
+        _checks.check_time_major(
+            "reward_to_go", "rewards", rewards, discounts=discounts, dones=dones, next_values=next_values
+        )
+        dtype = _checks.float_dtype(rewards, discounts, next_values)
     rewards = jnp.asarray(rewards, dtype)
     discounts = jnp.asarray(discounts, dtype)
     next_values = jnp.asarray(next_values, dtype)
-    cont = _continues(dones)
-    returns = _reverse_scan(
+    cont = _checks.continues(dones)
+    returns = _checks.reverse_scan(
         _reward_to_go_step, jnp.zeros_like(rewards[0]), (rewards, discounts, cont, next_values)
     )
-    return _maybe_stop(returns, stop_target_gradients)
+    return _checks.maybe_stop_gradient(returns, stop_target_gradients)
 
 
 def episode_returns(
@@ -274,13 +198,13 @@ def episode_returns(
       Williams, "Simple statistical gradient-following algorithms for connectionist reinforcement
       learning", Machine Learning 8, 1992, https://doi.org/10.1007/BF00992696
     """
-    _check_shapes(rewards=rewards, discounts=discounts, dones=dones)
+    _checks.check_time_major("episode_returns", "rewards", rewards, discounts=discounts, dones=dones)
     # The reward-to-go without bootstrap, read at each episode's first step, is R(τ).
     from_start = reward_to_go(rewards, discounts, dones, stop_target_gradients=False)
-    starts = _episode_starts(dones)
+    starts = _checks.episode_starts(dones)
     init = jnp.zeros_like(from_start[0])
-    returns = _forward_scan(_hold_from_start_step, init, (from_start, starts))
-    return _maybe_stop(returns, stop_target_gradients)
+    returns = _checks.forward_scan(_hold_from_start_step, init, (from_start, starts))
+    return _checks.maybe_stop_gradient(returns, stop_target_gradients)
 
 
 def td_errors(
@@ -323,14 +247,14 @@ def td_errors(
       1988, https://doi.org/10.1007/BF00115009; Sutton & Barto, "Reinforcement Learning: An
       Introduction", 2nd ed., 2018, eq. (6.5), http://incompleteideas.net/book/the-book-2nd.html
     """
-    _check_shapes(
-        False, rewards=rewards, discounts=discounts, values=values, next_values=next_values
+    _checks.check_same_shape(
+        "td_errors", "rewards", rewards, discounts=discounts, values=values, next_values=next_values
     )
-    dtype = _float_dtype(rewards, discounts, values, next_values)
+    dtype = _checks.float_dtype(rewards, discounts, values, next_values)
     target = jnp.asarray(rewards, dtype) + jnp.asarray(discounts, dtype) * jnp.asarray(
         next_values, dtype
     )
-    return _maybe_stop(target, stop_target_gradients) - jnp.asarray(values, dtype)
+    return _checks.maybe_stop_gradient(target, stop_target_gradients) - jnp.asarray(values, dtype)
 
 
 def n_step_returns(
@@ -381,18 +305,19 @@ def n_step_returns(
       Sutton & Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, ch. 7, eq. (7.1),
       http://incompleteideas.net/book/the-book-2nd.html
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a static Python int >= 1; got {n!r}.")
-    _check_shapes(rewards=rewards, discounts=discounts, dones=dones, next_values=next_values)
-    dtype = _float_dtype(rewards, discounts, next_values)
+    _checks.check_static_int("n_step_returns", "n", n)
+    _checks.check_time_major(
+        "n_step_returns", "rewards", rewards, discounts=discounts, dones=dones, next_values=next_values
+    )
+    dtype = _checks.float_dtype(rewards, discounts, next_values)
     rewards = jnp.asarray(rewards, dtype)
     discounts = jnp.asarray(discounts, dtype)
     next_values = jnp.asarray(next_values, dtype)
-    cont = _continues(dones)
+    cont = _checks.continues(dones)
 
     init = jnp.zeros((n - 1,) + rewards.shape[1:], dtype)
-    returns = _reverse_scan(_n_step_step, init, (rewards, discounts, cont, next_values))
-    return _maybe_stop(returns, stop_target_gradients)
+    returns = _checks.reverse_scan(_n_step_step, init, (rewards, discounts, cont, next_values))
+    return _checks.maybe_stop_gradient(returns, stop_target_gradients)
 
 
 def lambda_returns(
@@ -444,19 +369,19 @@ def lambda_returns(
       Sutton & Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, ch. 12,
       eqs. (12.2) and (12.18), http://incompleteideas.net/book/the-book-2nd.html
     """
-    shape = _check_shapes(
-        rewards=rewards, discounts=discounts, dones=dones, next_values=next_values
+    shape = _checks.check_time_major(
+        "lambda_returns", "rewards", rewards, discounts=discounts, dones=dones, next_values=next_values
     )
-    dtype = _float_dtype(rewards, discounts, next_values)
+    dtype = _checks.float_dtype(rewards, discounts, next_values)
     rewards = jnp.asarray(rewards, dtype)
     discounts = jnp.asarray(discounts, dtype)
     next_values = jnp.asarray(next_values, dtype)
-    lambdas = _broadcast_param(lambda_, "lambda_", shape, dtype)
-    lambdas = jnp.where(_continues(dones), lambdas, 0.0)
-    returns = _reverse_scan(
+    lambdas = _checks.broadcast_param("lambda_returns", "lambda_", lambda_, shape, dtype)
+    lambdas = jnp.where(_checks.continues(dones), lambdas, 0.0)
+    returns = _checks.reverse_scan(
         _lambda_return_step, jnp.zeros_like(rewards[0]), (rewards, discounts, lambdas, next_values)
     )
-    return _maybe_stop(returns, stop_target_gradients)
+    return _checks.maybe_stop_gradient(returns, stop_target_gradients)
 
 
 class GAE(NamedTuple):
@@ -523,16 +448,16 @@ def gae(
       Schulman, Moritz, Levine, Jordan & Abbeel, "High-Dimensional Continuous Control Using
       Generalized Advantage Estimation", ICLR 2016, https://arxiv.org/abs/1506.02438
     """
-    shape = _check_shapes(
-        rewards=rewards, discounts=discounts, dones=dones, values=values, next_values=next_values
+    shape = _checks.check_time_major(
+        "gae", "rewards", rewards, discounts=discounts, dones=dones, values=values, next_values=next_values
     )
-    dtype = _float_dtype(rewards, discounts, values, next_values)
+    dtype = _checks.float_dtype(rewards, discounts, values, next_values)
     rewards = jnp.asarray(rewards, dtype)
     discounts = jnp.asarray(discounts, dtype)
     values = jnp.asarray(values, dtype)
     next_values = jnp.asarray(next_values, dtype)
-    lambdas = _broadcast_param(lambda_, "lambda_", shape, dtype)
-    lambdas = jnp.where(_continues(dones), lambdas, 0.0)
+    lambdas = _checks.broadcast_param("gae", "lambda_", lambda_, shape, dtype)
+    lambdas = jnp.where(_checks.continues(dones), lambdas, 0.0)
     deltas = rewards + discounts * next_values - values
-    advantages = _reverse_scan(_gae_step, jnp.zeros_like(deltas[0]), (deltas, discounts, lambdas))
-    return _maybe_stop(GAE(advantages, advantages + values), stop_target_gradients)
+    advantages = _checks.reverse_scan(_gae_step, jnp.zeros_like(deltas[0]), (deltas, discounts, lambdas))
+    return _checks.maybe_stop_gradient(GAE(advantages, advantages + values), stop_target_gradients)
