@@ -2,7 +2,7 @@
 the deterministic policy gradient loss, SAC actor and temperature losses, and their discrete-action
 variants.
 
-Estimator layer: imports only jax. One-step targets are elementwise: any shape ``[*B]`` works (a
+Estimator layer: imports only jax (and the private ``pgkit._checks``). One-step targets are elementwise: any shape ``[*B]`` works (a
 replay minibatch ``[N]``, a time-major rollout ``[T, E]``). Episode semantics follow the project
 convention: ``discounts = γ·(1 − terminated)``, so a truncated transition bootstraps from its next
 value and a terminated one does not. Discrete-action arguments carry the action axis last,
@@ -13,6 +13,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from pgkit import _checks
 
 __all__ = [
     "td_targets",
@@ -27,32 +29,6 @@ __all__ = [
     "discrete_sac_actor_loss",
     "discrete_sac_temperature_loss",
 ]
-
-
-def _check_same_shape(reference_name, reference, **others):
-    shape = jnp.shape(reference)
-    for name, value in others.items():
-        if jnp.shape(value) != shape:
-            raise ValueError(f"{name} must have the shape of {reference_name} {shape}; got shape {jnp.shape(value)}")
-
-
-def _check_action_shape(batch, **others):
-    """Discrete arguments must have shape batch + (A,), with one common A."""
-    batch = tuple(batch)
-    first = None
-    for name, value in others.items():
-        shape = jnp.shape(value)
-        if len(shape) != len(batch) + 1 or shape[:-1] != batch:
-            raise ValueError(f"{name} must have shape {batch} + (A,) (action axis last); got shape {shape}")
-        if first is None:
-            first = (name, shape)
-        elif shape != first[1]:
-            raise ValueError(f"{name} must have the shape of {first[0]} {first[1]}; got shape {shape}")
-
-
-def _maybe_stop(x, stop_target_gradients):
-    x = jnp.asarray(x)  # NumPy inputs are computed in JAX too (float32), not returned as NumPy
-    return jax.lax.stop_gradient(x) if stop_target_gradients else x
 
 
 def _expected_soft_value(probs, log_probs, q_values, alpha):
@@ -91,8 +67,8 @@ def td_targets(rewards, discounts, next_values, *, stop_target_gradients=True):
       Sutton & Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, Sec. 6.1,
       http://incompleteideas.net/book/the-book-2nd.html.
     """
-    _check_same_shape("rewards", rewards, discounts=discounts, next_values=next_values)
-    return _maybe_stop(rewards + discounts * next_values, stop_target_gradients)
+    _checks.check_same_shape("td_targets", "rewards", rewards, discounts=discounts, next_values=next_values)
+    return _checks.maybe_stop_gradient(rewards + discounts * next_values, stop_target_gradients)
 
 
 def clipped_double_q_targets(rewards, discounts, next_q1, next_q2, *, stop_target_gradients=True):
@@ -126,8 +102,10 @@ def clipped_double_q_targets(rewards, discounts, next_q1, next_q2, *, stop_targe
       Fujimoto, van Hoof, Meger, "Addressing Function Approximation Error in Actor-Critic
       Methods", 2018, Eq. 10, https://arxiv.org/abs/1802.09477.
     """
-    _check_same_shape("rewards", rewards, discounts=discounts, next_q1=next_q1, next_q2=next_q2)
-    return _maybe_stop(rewards + discounts * jnp.minimum(next_q1, next_q2), stop_target_gradients)
+    _checks.check_same_shape(
+        "clipped_double_q_targets", "rewards", rewards, discounts=discounts, next_q1=next_q1, next_q2=next_q2
+    )
+    return _checks.maybe_stop_gradient(rewards + discounts * jnp.minimum(next_q1, next_q2), stop_target_gradients)
 
 
 def soft_q_targets(rewards, discounts, next_q1, next_q2, next_log_probs, *, alpha, stop_target_gradients=True):
@@ -163,11 +141,12 @@ def soft_q_targets(rewards, discounts, next_q1, next_q2, next_log_probs, *, alph
       Actor-Critic Algorithms and Applications", 2018, Eqs. 3 and 5,
       https://arxiv.org/abs/1812.05905.
     """
-    _check_same_shape(
-        "rewards", rewards, discounts=discounts, next_q1=next_q1, next_q2=next_q2, next_log_probs=next_log_probs
+    _checks.check_same_shape(
+        "soft_q_targets", "rewards", rewards,
+        discounts=discounts, next_q1=next_q1, next_q2=next_q2, next_log_probs=next_log_probs,
     )
     soft_value = jnp.minimum(next_q1, next_q2) - alpha * next_log_probs
-    return _maybe_stop(rewards + discounts * soft_value, stop_target_gradients)
+    return _checks.maybe_stop_gradient(rewards + discounts * soft_value, stop_target_gradients)
 
 
 def q_loss(q_values, targets, *, stop_target_gradients=True):
@@ -198,8 +177,8 @@ def q_loss(q_values, targets, *, stop_target_gradients=True):
       https://doi.org/10.1038/nature14236; Lillicrap et al., "Continuous control with deep
       reinforcement learning", 2016, https://arxiv.org/abs/1509.02971.
     """
-    _check_same_shape("q_values", q_values, targets=targets)
-    return 0.5 * (q_values - _maybe_stop(targets, stop_target_gradients)) ** 2
+    _checks.check_same_shape("q_loss", "q_values", q_values, targets=targets)
+    return 0.5 * (q_values - _checks.maybe_stop_gradient(targets, stop_target_gradients)) ** 2
 
 
 def dpg_loss(q_values):
@@ -271,7 +250,7 @@ def sac_actor_loss(q_values, log_probs, *, alpha):
       Reinforcement Learning with a Stochastic Actor", 2018, Eq. 12,
       https://arxiv.org/abs/1801.01290.
     """
-    _check_same_shape("q_values", q_values, log_probs=log_probs)
+    _checks.check_same_shape("sac_actor_loss", "q_values", q_values, log_probs=log_probs)
     return jax.lax.stop_gradient(jnp.asarray(alpha)) * log_probs - q_values  # a JAX array for NumPy inputs too
 
 
@@ -309,7 +288,7 @@ def sac_temperature_loss(log_alpha, log_probs, *, target_entropy, stop_target_gr
       Haarnoja, Zhou, Hartikainen, Tucker, Ha, Tan, Kumar, Zhu, Gupta, Abbeel, Levine, "Soft
       Actor-Critic Algorithms and Applications", 2018, Eq. 18, https://arxiv.org/abs/1812.05905.
     """
-    return -log_alpha * _maybe_stop(log_probs + target_entropy, stop_target_gradients)
+    return -log_alpha * _checks.maybe_stop_gradient(log_probs + target_entropy, stop_target_gradients)
 
 
 def default_target_entropy(action_size, *, discrete=False, scale=0.98):
@@ -345,8 +324,7 @@ def default_target_entropy(action_size, *, discrete=False, scale=0.98):
       https://arxiv.org/abs/1812.05905; Christodoulou, "Soft Actor-Critic for Discrete Action
       Settings", 2019, https://arxiv.org/abs/1910.07207.
     """
-    if not isinstance(action_size, int) or isinstance(action_size, bool) or action_size < 1:
-        raise ValueError(f"action_size must be a static int >= 1; got {action_size!r}")
+    _checks.check_static_int("default_target_entropy", "action_size", action_size)
     if discrete:
         return jnp.asarray(scale, jnp.float32) * math.log(action_size)
     return jnp.asarray(-float(action_size), jnp.float32)
@@ -390,13 +368,14 @@ def discrete_soft_q_targets(
       Christodoulou, "Soft Actor-Critic for Discrete Action Settings", 2019, Eqs. 9–10,
       https://arxiv.org/abs/1910.07207.
     """
-    _check_same_shape("rewards", rewards, discounts=discounts)
-    _check_action_shape(
-        jnp.shape(rewards), next_probs=next_probs, next_log_probs=next_log_probs, next_q1=next_q1, next_q2=next_q2
+    _checks.check_same_shape("discrete_soft_q_targets", "rewards", rewards, discounts=discounts)
+    _checks.check_action_arrays(
+        "discrete_soft_q_targets", jnp.shape(rewards),
+        next_probs=next_probs, next_log_probs=next_log_probs, next_q1=next_q1, next_q2=next_q2,
     )
     alpha = jnp.asarray(alpha)[..., None] if jnp.ndim(alpha) else alpha
     soft_value = _expected_soft_value(next_probs, next_log_probs, jnp.minimum(next_q1, next_q2), alpha)
-    return _maybe_stop(rewards + discounts * soft_value, stop_target_gradients)
+    return _checks.maybe_stop_gradient(rewards + discounts * soft_value, stop_target_gradients)
 
 
 def discrete_sac_actor_loss(probs, log_probs, q_values, *, alpha):
@@ -427,9 +406,10 @@ def discrete_sac_actor_loss(probs, log_probs, q_values, *, alpha):
       Christodoulou, "Soft Actor-Critic for Discrete Action Settings", 2019, Eq. 12,
       https://arxiv.org/abs/1910.07207.
     """
-    if jnp.ndim(probs) < 1:
-        raise ValueError(f"probs must have an action axis (last), shape [*B, A]; got shape {jnp.shape(probs)}")
-    _check_action_shape(jnp.shape(probs)[:-1], probs=probs, log_probs=log_probs, q_values=q_values)
+    _checks.check_has_action_axis("discrete_sac_actor_loss", "probs", probs)
+    _checks.check_action_arrays(
+        "discrete_sac_actor_loss", jnp.shape(probs)[:-1], probs=probs, log_probs=log_probs, q_values=q_values
+    )
     alpha = jax.lax.stop_gradient(jnp.asarray(alpha))
     alpha = alpha[..., None] if alpha.ndim else alpha
     return -_expected_soft_value(probs, log_probs, jax.lax.stop_gradient(q_values), alpha)
@@ -468,9 +448,8 @@ def discrete_sac_temperature_loss(log_alpha, probs, log_probs, *, target_entropy
       Christodoulou, "Soft Actor-Critic for Discrete Action Settings", 2019, Eq. 11,
       https://arxiv.org/abs/1910.07207.
     """
-    if jnp.ndim(probs) < 1:
-        raise ValueError(f"probs must have an action axis (last), shape [*B, A]; got shape {jnp.shape(probs)}")
-    _check_same_shape("probs", probs, log_probs=log_probs)
+    _checks.check_has_action_axis("discrete_sac_temperature_loss", "probs", probs)
+    _checks.check_same_shape("discrete_sac_temperature_loss", "probs", probs, log_probs=log_probs)
     safe_log_probs = jnp.where(probs > 0, log_probs, 0.0)
     negative_entropy = jnp.sum(probs * safe_log_probs, axis=-1)
-    return -log_alpha * _maybe_stop(negative_entropy + target_entropy, stop_target_gradients)
+    return -log_alpha * _checks.maybe_stop_gradient(negative_entropy + target_entropy, stop_target_gradients)
