@@ -1,8 +1,8 @@
 """Surrogate objectives for proximal policy updates: PPO clip and KL-penalty losses, value clipping.
 
-Estimator layer (see ARCHITECTURE): imports only jax. Every function is elementwise over its
-inputs (any shape, conventionally time-major ``[T, *B]``) and returns unreduced per-step values;
-recipes reduce with a mean (and a mask where padding exists).
+Estimator layer (see ARCHITECTURE): imports only jax (and the private ``pgkit._checks``). Every
+function is elementwise over its inputs (any shape, conventionally time-major ``[T, *B]``) and
+returns unreduced per-step values; recipes reduce with a mean (and a mask where padding exists).
 
 Conventions shared by the module:
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pgkit import _checks
+
 __all__ = [
     "adaptive_kl_coefficient",
     "approx_kl",
@@ -27,21 +29,6 @@ __all__ = [
     "kl_penalty_loss",
     "ppo_clip_loss",
 ]
-
-
-def _check_same_shape(fn_name: str, reference_name: str, reference, **others) -> None:
-    shape = jnp.shape(reference)
-    for name, value in others.items():
-        if jnp.shape(value) != shape:
-            raise ValueError(
-                f"{fn_name}: `{name}` has shape {jnp.shape(value)}, expected the shape of "
-                f"`{reference_name}` {shape}."
-            )
-
-
-def _maybe_stop(x, stop: bool):
-    x = jnp.asarray(x)  # NumPy inputs are computed in JAX too (float32), not returned as NumPy
-    return jax.lax.stop_gradient(x) if stop else x
 
 
 def ppo_clip_loss(
@@ -91,12 +78,12 @@ def ppo_clip_loss(
       Schulman, Wolski, Dhariwal, Radford, Klimov. Proximal Policy Optimization Algorithms.
       2017. https://arxiv.org/abs/1707.06347 (eq. 7).
     """
-    _check_same_shape(
+    _checks.check_same_shape(
         "ppo_clip_loss", "log_probs", log_probs,
         old_log_probs=old_log_probs, advantages=advantages,
     )
-    old_log_probs = _maybe_stop(old_log_probs, stop_target_gradients)
-    advantages = _maybe_stop(advantages, stop_target_gradients)
+    old_log_probs = _checks.maybe_stop_gradient(old_log_probs, stop_target_gradients)
+    advantages = _checks.maybe_stop_gradient(advantages, stop_target_gradients)
     ratio = jnp.exp(log_probs - old_log_probs)
     clipped_ratio = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     return -jnp.minimum(ratio * advantages, clipped_ratio * advantages)
@@ -143,11 +130,11 @@ def clipped_value_loss(
       Deep Policy Gradients: A Case Study on PPO and TRPO. 2020.
       https://arxiv.org/abs/2005.12729 (value clipping as in OpenAI baselines' ppo2).
     """
-    _check_same_shape(
+    _checks.check_same_shape(
         "clipped_value_loss", "values", values, old_values=old_values, targets=targets
     )
-    old_values = _maybe_stop(old_values, stop_target_gradients)
-    targets = _maybe_stop(targets, stop_target_gradients)
+    old_values = _checks.maybe_stop_gradient(old_values, stop_target_gradients)
+    targets = _checks.maybe_stop_gradient(targets, stop_target_gradients)
     clipped_values = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
     return 0.5 * jnp.maximum(jnp.square(values - targets), jnp.square(clipped_values - targets))
 
@@ -195,12 +182,12 @@ def kl_penalty_loss(
       Schulman, Wolski, Dhariwal, Radford, Klimov. Proximal Policy Optimization Algorithms.
       2017. https://arxiv.org/abs/1707.06347 (section 4, eq. 8).
     """
-    _check_same_shape(
+    _checks.check_same_shape(
         "kl_penalty_loss", "log_probs", log_probs,
         old_log_probs=old_log_probs, advantages=advantages, kls=kls,
     )
-    old_log_probs = _maybe_stop(old_log_probs, stop_target_gradients)
-    advantages = _maybe_stop(advantages, stop_target_gradients)
+    old_log_probs = _checks.maybe_stop_gradient(old_log_probs, stop_target_gradients)
+    advantages = _checks.maybe_stop_gradient(advantages, stop_target_gradients)
     ratio = jnp.exp(log_probs - old_log_probs)
     return -ratio * advantages + beta * kls
 
@@ -276,7 +263,7 @@ def approx_kl(log_probs, old_log_probs):
     Reference:
       Schulman. Approximating KL Divergence. 2020. http://joschu.net/blog/kl-approx.html
     """
-    _check_same_shape("approx_kl", "log_probs", log_probs, old_log_probs=old_log_probs)
+    _checks.check_same_shape("approx_kl", "log_probs", log_probs, old_log_probs=old_log_probs)
     log_ratio = log_probs - old_log_probs
     return jnp.expm1(log_ratio) - log_ratio
 
@@ -309,7 +296,7 @@ def clip_fraction(log_probs, old_log_probs, *, clip_eps):
       Schulman, Wolski, Dhariwal, Radford, Klimov. Proximal Policy Optimization Algorithms.
       2017. https://arxiv.org/abs/1707.06347 (the diagnostic logged by OpenAI baselines' ppo2).
     """
-    _check_same_shape("clip_fraction", "log_probs", log_probs, old_log_probs=old_log_probs)
+    _checks.check_same_shape("clip_fraction", "log_probs", log_probs, old_log_probs=old_log_probs)
     ratio = jnp.exp(jax.lax.stop_gradient(log_probs - old_log_probs))
     dtype = jnp.result_type(log_probs, old_log_probs)
     if not jnp.issubdtype(dtype, jnp.floating):
