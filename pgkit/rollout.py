@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from pgkit.actions import categorical_sample_and_log_prob
+from pgkit.returns import GAE, gae
 from pgkit.envs import VecEnv, VecEnvState
 from pgkit.nn import policy_distribution
 
@@ -30,6 +31,7 @@ __all__ = [
     "Trajectory",
     "actor_critic_act_fn",
     "completed_episode_statistics",
+    "gae_rollout",
     "latest_episode_return",
     "rollout",
 ]
@@ -298,3 +300,40 @@ def latest_episode_return(trajectory: Trajectory, last_return) -> EpisodeStatist
     """
     stats = completed_episode_statistics(trajectory)
     return stats._replace(mean_return=jnp.where(stats.num_episodes > 0, stats.mean_return, last_return))
+
+
+def gae_rollout(key, env: VecEnv, env_state: VecEnvState, obs, actor, critic, *, num_steps: int, gamma, lambda_):
+    """An actor-critic's on-policy batch: :func:`rollout` with π = ``actor``, then :func:`pgkit.gae` with V = ``critic``.
+
+    The first two lines of every GAE actor-critic update (PPO, NPG, TRPO): T steps of every
+    environment with actions drawn by :func:`actor_critic_act_fn`, values V(s_t) and
+    V(s'_t) of the true next states from ``critic``, then advantages and λ-return targets.
+
+    Args:
+        key, env, env_state, obs, num_steps, gamma: as for :func:`rollout`.
+        actor: ``actor(obs [obs_size])`` -> logits or ``(mean, log_std)`` (``env.discrete`` says which).
+        critic: ``critic(obs [obs_size])`` -> V(s).
+        lambda_: GAE's λ (traced float).
+
+    Returns:
+        ``(env_state, last_obs, trajectory, gae)`` with ``gae`` a ``pgkit.GAE(advantages [T, E],
+        targets [T, E])``.
+
+    Example:
+        >>> import jax
+        >>> from pgkit import envs, nn
+        >>> env = envs.make("CartPole-v1", num_envs=2)
+        >>> state, obs = env.reset(jax.random.key(0))
+        >>> actor = nn.CategoricalPolicy(4, 2, hidden_sizes=(8,), key=jax.random.key(1))
+        >>> critic = nn.ValueCritic(4, hidden_sizes=(8,), key=jax.random.key(2))
+        >>> *_, estimates = pgkit.rollout.gae_rollout(jax.random.key(3), env, state, obs, actor, critic,
+        ...                                           num_steps=5, gamma=0.99, lambda_=0.95)
+        >>> estimates.advantages.shape
+        (5, 2)
+    """
+    act_fn = actor_critic_act_fn(actor, critic, discrete=env.discrete)
+    env_state, obs, traj = rollout(
+        key, env, env_state, obs, act_fn, num_steps=num_steps, gamma=gamma, value_fn=jax.vmap(critic)
+    )
+    estimates: GAE = gae(traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=lambda_)
+    return env_state, obs, traj, estimates

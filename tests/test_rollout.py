@@ -169,3 +169,23 @@ def test_docstring_examples_run():
     for test in finder.find(rollout, rollout.__name__, globs={"pgkit": pgkit}):
         runner.run(test)
     assert runner.failures == 0
+
+
+def test_gae_rollout_is_rollout_then_gae():
+    env = envs.make("CartPole-v1", num_envs=3)
+    actor = nn.CategoricalPolicy(4, 2, hidden_sizes=(8,), key=jax.random.key(1))
+    critic = nn.ValueCritic(4, hidden_sizes=(8,), key=jax.random.key(2))
+    state, obs = env.reset(jax.random.key(0))
+
+    @jax.jit
+    def both(key):
+        got = rollout.gae_rollout(key, env, state, obs, actor, critic, num_steps=40, gamma=0.9, lambda_=0.8)
+        act_fn = rollout.actor_critic_act_fn(actor, critic, discrete=True)
+        _, last, traj = rollout.rollout(key, env, state, obs, act_fn, num_steps=40, gamma=0.9, value_fn=jax.vmap(critic))
+        estimates = pgkit.gae(traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=0.8)
+        return got, (last, traj, estimates)
+
+    (_, last, traj, estimates), expected = both(jax.random.key(4))
+    assert bool(traj.dones.any())
+    for a, b in zip(jax.tree.leaves((last, traj, estimates)), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
