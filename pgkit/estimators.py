@@ -15,6 +15,7 @@ computation graphs). Every loss is returned per step / per sample, unreduced.
 import jax
 import jax.numpy as jnp
 
+from pgkit import _checks
 from pgkit import returns as _returns
 
 __all__ = [
@@ -23,26 +24,6 @@ __all__ = [
     "score_function_loss",
     "score_function_multiplier",
 ]
-
-
-def _shape(x):
-    return tuple(jnp.shape(x))
-
-
-def _check_same_shape(name, x, ref_name, ref):
-    if _shape(x) != _shape(ref):
-        raise ValueError(f"{name} must have the shape of {ref_name} {_shape(ref)}, got {_shape(x)}")
-
-
-def _check_broadcasts_to(name, x, ref_name, ref):
-    try:
-        shape = jnp.broadcast_shapes(_shape(x), _shape(ref))
-    except ValueError:
-        shape = None
-    if shape != _shape(ref):
-        raise ValueError(
-            f"{name} must broadcast to the shape of {ref_name} {_shape(ref)}, got {_shape(x)}"
-        )
 
 
 def score_function_loss(log_probs, weights, *, stop_target_gradients=True):
@@ -86,9 +67,10 @@ def score_function_loss(log_probs, weights, *, stop_target_gradients=True):
         learning with function approximation", NeurIPS 12,
         https://papers.nips.cc/paper/1713-policy-gradient-methods-for-reinforcement-learning-with-function-approximation
     """
-    _check_broadcasts_to("weights", weights, "log_probs", log_probs)
-    if stop_target_gradients:
-        weights = jax.lax.stop_gradient(weights)
+    _checks.check_broadcasts_to(
+        "score_function_loss", "weights", weights, jnp.shape(log_probs), reference_name="log_probs"
+    )
+    weights = _checks.maybe_stop_gradient(weights, stop_target_gradients)
     return -jnp.asarray(log_probs) * weights  # a JAX array for NumPy inputs too
 
 
@@ -155,13 +137,13 @@ def reinforce_loss(
         learning with function approximation", NeurIPS 12,
         https://papers.nips.cc/paper/1713-policy-gradient-methods-for-reinforcement-learning-with-function-approximation
     """
-    if jnp.ndim(log_probs) < 1:
-        raise ValueError(f"log_probs must be time-major [T, *B], got shape {_shape(log_probs)}")
-    _check_same_shape("rewards", rewards, "log_probs", log_probs)
-    _check_same_shape("discounts", discounts, "log_probs", log_probs)
-    _check_same_shape("dones", dones, "log_probs", log_probs)
+    _checks.check_time_major(
+        "reinforce_loss", "log_probs", log_probs, rewards=rewards, discounts=discounts, dones=dones
+    )
     if baselines is not None:
-        _check_broadcasts_to("baselines", baselines, "log_probs", log_probs)
+        _checks.check_broadcasts_to(
+            "reinforce_loss", "baselines", baselines, jnp.shape(log_probs), reference_name="log_probs"
+        )
     returns_fn = _returns.reward_to_go if causal else _returns.episode_returns
     weights = returns_fn(rewards, discounts, dones, stop_target_gradients=stop_target_gradients)
     if baselines is not None:
