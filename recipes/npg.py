@@ -130,15 +130,10 @@ def make(config: Config, env_name: str) -> Recipe:
         key, rollout_key, critic_key = jax.random.split(state.key, 3)
         actor, critic = state.networks
 
-        # 1. collect a batch with π_old
-        act_fn = rollout.actor_critic_act_fn(actor, critic, discrete=env.discrete)
-        env_state, obs, traj = rollout.rollout(
-            rollout_key, env, state.env_state, state.obs, act_fn,
-            num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(critic),
-        )
-        # 2. advantages and critic targets
-        gae = pgkit.gae(
-            traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
+        # 1-2. collect a batch with π_old; advantages and critic targets by GAE(γ, λ)
+        env_state, obs, traj, gae = rollout.gae_rollout(
+            rollout_key, env, state.env_state, state.obs, actor, critic,
+            num_steps=config.num_steps, gamma=hp.gamma, lambda_=hp.gae_lambda,
         )
         batch = trust_region.flatten_batch(traj, gae)
         if config.normalize_advantages:
