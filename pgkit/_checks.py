@@ -23,6 +23,7 @@ __all__ = [
     "broadcast_param",
     "broadcast_shape",
     "check_action_arrays",
+    "check_action_bounds",
     "check_broadcasts_to",
     "check_has_action_axis",
     "check_leading_shape",
@@ -111,6 +112,12 @@ def check_shape(
     if meaning:
         expected += f" ({meaning})"
     raise argument_error(function, name, expected, f"shape {_shape(x)}")
+
+
+def check_action_bounds(function: str, action_size: int, **bounds) -> None:
+    """Checks that every bound (``low``, ``high``, a noise scale) is a scalar or has shape ``(action_size,)``."""
+    for name, value in bounds.items():
+        check_shape(function, name, value, (action_size,), allow_scalar=True, meaning="the action axis")
 
 
 def check_rank(function: str, name: str, x, rank: int, layout: str) -> None:

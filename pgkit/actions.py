@@ -13,6 +13,8 @@ import distrax
 import jax
 import jax.numpy as jnp
 
+from pgkit import _checks
+
 __all__ = [
     "CategoricalSample",
     "categorical_sample_and_log_prob",
@@ -77,10 +79,11 @@ def categorical_sample_and_log_prob(logits, *, key):
       Gumbel-max trick).
     """
     logits = jnp.asarray(logits)
-    if logits.ndim < 1:
-        raise ValueError(f"logits must have a category axis (last), shape [*B, A]; got shape {logits.shape}")
+    _checks.check_has_action_axis("categorical_sample_and_log_prob", "logits", logits, axis="a category")
     if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise ValueError(f"logits must be floating point; got dtype {logits.dtype}")
+        raise _checks.argument_error(
+            "categorical_sample_and_log_prob", "logits", "be floating point", f"dtype {logits.dtype}"
+        )
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     action = jax.random.categorical(key, log_probs, axis=-1)
     log_prob = jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
@@ -97,22 +100,6 @@ class SquashedSample(NamedTuple):
 
     action: jax.Array
     log_prob: jax.Array
-
-
-def _check_action_array(name, x):
-    if jnp.ndim(x) < 1:
-        raise ValueError(f"{name} must have an action axis (last), shape [*B, A]; got shape {jnp.shape(x)}")
-
-
-def _check_same_shape(name_a, a, name_b, b):
-    if jnp.shape(a) != jnp.shape(b):
-        raise ValueError(f"{name_b} must have the shape of {name_a} {jnp.shape(a)}; got shape {jnp.shape(b)}")
-
-
-def _check_bound(name, bound, action_size):
-    shape = jnp.shape(bound)
-    if shape not in ((), (action_size,)):
-        raise ValueError(f"{name} must be a scalar or have shape ({action_size},) (the action axis); got shape {shape}")
 
 
 def _affine(low, high, dtype):
@@ -181,11 +168,10 @@ def tanh_gaussian_sample_and_log_prob(mean, log_std, *, key, low=-1.0, high=1.0)
     """
     mean = jnp.asarray(mean)
     log_std = jnp.asarray(log_std)
-    _check_action_array("mean", mean)
-    _check_same_shape("mean", mean, "log_std", log_std)
+    _checks.check_has_action_axis("tanh_gaussian_sample_and_log_prob", "mean", mean)
+    _checks.check_same_shape("tanh_gaussian_sample_and_log_prob", "mean", mean, log_std=log_std)
     action_size = mean.shape[-1]
-    _check_bound("low", low, action_size)
-    _check_bound("high", high, action_size)
+    _checks.check_action_bounds("tanh_gaussian_sample_and_log_prob", action_size, low=low, high=high)
     dtype = jnp.result_type(mean, log_std, jnp.float32)
     mean, log_std = mean.astype(dtype), log_std.astype(dtype)
     low, high, centre, half_width = _affine(low, high, dtype)
@@ -234,12 +220,10 @@ def tanh_gaussian_log_prob(pre_tanh, mean, log_std, *, low=-1.0, high=1.0):
     pre_tanh = jnp.asarray(pre_tanh)
     mean = jnp.asarray(mean)
     log_std = jnp.asarray(log_std)
-    _check_action_array("pre_tanh", pre_tanh)
-    _check_same_shape("pre_tanh", pre_tanh, "mean", mean)
-    _check_same_shape("pre_tanh", pre_tanh, "log_std", log_std)
+    _checks.check_has_action_axis("tanh_gaussian_log_prob", "pre_tanh", pre_tanh)
+    _checks.check_same_shape("tanh_gaussian_log_prob", "pre_tanh", pre_tanh, mean=mean, log_std=log_std)
     action_size = pre_tanh.shape[-1]
-    _check_bound("low", low, action_size)
-    _check_bound("high", high, action_size)
+    _checks.check_action_bounds("tanh_gaussian_log_prob", action_size, low=low, high=high)
     dtype = jnp.result_type(pre_tanh, mean, log_std, jnp.float32)
     pre_tanh, mean, log_std = pre_tanh.astype(dtype), mean.astype(dtype), log_std.astype(dtype)
     _, _, _, half_width = _affine(low, high, dtype)
@@ -279,9 +263,8 @@ def tanh_gaussian_mode(mean, *, low=-1.0, high=1.0):
       Reinforcement Learning with a Stochastic Actor", 2018, https://arxiv.org/abs/1801.01290.
     """
     mean = jnp.asarray(mean)
-    _check_action_array("mean", mean)
-    _check_bound("low", low, mean.shape[-1])
-    _check_bound("high", high, mean.shape[-1])
+    _checks.check_has_action_axis("tanh_gaussian_mode", "mean", mean)
+    _checks.check_action_bounds("tanh_gaussian_mode", mean.shape[-1], low=low, high=high)
     dtype = jnp.result_type(mean, jnp.float32)
     low, high, centre, half_width = _affine(low, high, dtype)
     return _squash(mean.astype(dtype), low, high, centre, half_width)
@@ -318,9 +301,8 @@ def gaussian_exploration(actions, *, key, scale, low=-1.0, high=1.0):
       Methods", 2018, https://arxiv.org/abs/1802.09477 (uncorrelated Gaussian exploration).
     """
     actions = jnp.asarray(actions)
-    _check_action_array("actions", actions)
-    for name, value in (("scale", scale), ("low", low), ("high", high)):
-        _check_bound(name, value, actions.shape[-1])
+    _checks.check_has_action_axis("gaussian_exploration", "actions", actions)
+    _checks.check_action_bounds("gaussian_exploration", actions.shape[-1], scale=scale, low=low, high=high)
     dtype = jnp.result_type(actions, jnp.float32)
     noise = jax.random.normal(key, actions.shape, dtype)
     return jnp.clip(actions.astype(dtype) + jnp.asarray(scale, dtype) * noise, jnp.asarray(low, dtype), jnp.asarray(high, dtype))
@@ -406,9 +388,11 @@ def target_policy_smoothing(target_actions, *, key, noise_scale=0.2, noise_clip=
       Methods", 2018, Eq. 14, https://arxiv.org/abs/1802.09477.
     """
     target_actions = jnp.asarray(target_actions)
-    _check_action_array("target_actions", target_actions)
-    for name, value in (("noise_scale", noise_scale), ("noise_clip", noise_clip), ("low", low), ("high", high)):
-        _check_bound(name, value, target_actions.shape[-1])
+    _checks.check_has_action_axis("target_policy_smoothing", "target_actions", target_actions)
+    _checks.check_action_bounds(
+        "target_policy_smoothing", target_actions.shape[-1],
+        noise_scale=noise_scale, noise_clip=noise_clip, low=low, high=high,
+    )
     dtype = jnp.result_type(target_actions, jnp.float32)
     noise_clip = jnp.asarray(noise_clip, dtype)
     noise = jnp.asarray(noise_scale, dtype) * jax.random.normal(key, target_actions.shape, dtype)

@@ -64,6 +64,13 @@ def test_check_shape_and_check_rank():
     assert parts["argument"] == "samples" and parts["expected"] == "have shape [N, D]" and parts["actual"] == "shape (4,)"
 
 
+def test_check_action_bounds_wants_scalars_or_the_action_axis():
+    _checks.check_action_bounds("f", 3, low=-1.0, high=jnp.ones(3), scale=np.float32(0.1))
+    parts = message(lambda: _checks.check_action_bounds("f", 3, low=-1.0, high=jnp.ones((2, 3))))
+    assert parts == {"function": "f", "argument": "high", "expected": "be a scalar or have shape (3,) (the action axis)",
+                     "actual": "shape (2, 3)"}
+
+
 def test_check_has_action_axis():
     _checks.check_has_action_axis("f", "mean", jnp.zeros(3))
     parts = message(lambda: _checks.check_has_action_axis("f", "mean", 0.0))
