@@ -1,9 +1,9 @@
 """Sampled, reparameterised and squashed actions, exploration noise and target policy smoothing.
 
-Estimator layer: imports only jax and distrax. Action axes come last: a mean of shape
-``[*B, A]`` gives actions ``[*B, A]`` and log-probabilities ``[*B]`` (summed over the action
-axis). Bounds ``low``/``high`` are floats or arrays of shape ``[A]``; they are traced (an
-array of bounds does not recompile).
+Estimator layer: imports only jax and distrax (and the private ``pgkit._checks``). Action axes
+come last: a mean of shape ``[*B, A]`` gives actions ``[*B, A]`` and log-probabilities ``[*B]``
+(summed over the action axis). Bounds ``low``/``high`` are floats or arrays of shape ``[A]``;
+they are traced (an array of bounds does not recompile).
 """
 
 import math
