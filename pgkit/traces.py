@@ -1,8 +1,9 @@
 """Eligibility traces over parameter pytrees: accumulating and replacing traces, TD(λ) and
 actor-critic-with-traces steps (the backward view).
 
-Estimator layer: imports only jax. Every function handles one transition and is pure: the caller
-carries the traces (start them at zeros, e.g. ``jax.tree.map(jnp.zeros_like, params)``).
+Estimator layer: imports only jax (and the private ``pgkit._checks``). Every function handles one
+transition and is pure: the caller carries the traces (start them at zeros, e.g.
+``jax.tree.map(jnp.zeros_like, params)``).
 
 Episode semantics. ``discount`` is the decay applied to the *incoming* trace at step t, i.e.
 the previous transition's bootstrapping factor with the trace cut at any episode end:
@@ -19,6 +20,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from pgkit import _checks
 
 __all__ = [
     "TraceUpdate",
@@ -58,29 +61,6 @@ class ActorCriticTraceUpdate(NamedTuple):
     actor_increment: object
 
 
-def _check_trees(trace_name, trace, other_name, other):
-    trace_leaves, trace_def = jax.tree.flatten(trace)
-    other_leaves, other_def = jax.tree.flatten(other)
-    if trace_def != other_def:
-        raise ValueError(f"{other_name} must have the tree structure of {trace_name} {trace_def}; got {other_def}")
-    for i, (e, g) in enumerate(zip(trace_leaves, other_leaves)):
-        if jnp.shape(e) != jnp.shape(g):
-            raise ValueError(
-                f"{other_name} leaf {i} must have the shape of {trace_name} leaf {jnp.shape(e)}; got {jnp.shape(g)}"
-            )
-    return trace_leaves
-
-
-def _check_leading(name, x, leaves):
-    shape = jnp.shape(x)
-    for i, leaf in enumerate(leaves):
-        if jnp.shape(leaf)[: len(shape)] != shape:
-            raise ValueError(
-                f"{name} must be a scalar or have the leading (batch) shape of every leaf; "
-                f"got shape {shape} against leaf {i} of shape {jnp.shape(leaf)}"
-            )
-
-
 def _lead(x, leaf):
     """Broadcast a scalar or leading-batch array x against leaf [*E, ...]."""
     x = jnp.asarray(x)
@@ -118,8 +98,8 @@ def accumulating_trace(trace, gradient, *, discount, lambda_):
       Sutton & Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, Sec. 12.2
       (Eq. 12.5), http://incompleteideas.net/book/the-book-2nd.html.
     """
-    leaves = _check_trees("trace", trace, "gradient", gradient)
-    _check_leading("discount", discount, leaves)
+    leaves = _checks.check_same_tree("accumulating_trace", "trace", trace, "gradient", gradient)
+    _checks.check_leading_shape("accumulating_trace", "discount", discount, leaves)
     return jax.tree.map(lambda e, g: _lead(discount, e) * lambda_ * e + g, trace, gradient)
 
 
@@ -161,8 +141,8 @@ def replacing_trace(trace, features, *, discount, lambda_):
       Singh & Sutton, "Reinforcement Learning with Replacing Eligibility Traces", Machine
       Learning 22, 1996, https://doi.org/10.1007/BF00114726; Sutton & Barto, 2018, Sec. 12.2.
     """
-    leaves = _check_trees("trace", trace, "features", features)
-    _check_leading("discount", discount, leaves)
+    leaves = _checks.check_same_tree("replacing_trace", "trace", trace, "features", features)
+    _checks.check_leading_shape("replacing_trace", "discount", discount, leaves)
     return jax.tree.map(lambda e, x: jnp.where(x != 0, x, _lead(discount, e) * lambda_ * e), trace, features)
 
 
@@ -201,9 +181,10 @@ def td_lambda_update(trace, gradient, td_error, *, discount, lambda_):
       1988, https://doi.org/10.1007/BF00115009; Sutton & Barto, 2018, Sec. 12.2,
       http://incompleteideas.net/book/the-book-2nd.html.
     """
+    leaves = _checks.check_same_tree("td_lambda_update", "trace", trace, "gradient", gradient)
+    _checks.check_leading_shape("td_lambda_update", "discount", discount, leaves)
+    _checks.check_leading_shape("td_lambda_update", "td_error", td_error, leaves)
     new_trace = accumulating_trace(trace, gradient, discount=discount, lambda_=lambda_)
-    leaves = jax.tree.leaves(new_trace)
-    _check_leading("td_error", td_error, leaves)
     td_error = jax.lax.stop_gradient(td_error)
     return TraceUpdate(new_trace, jax.tree.map(lambda e: _lead(td_error, e) * e, new_trace))
 
@@ -251,6 +232,14 @@ def td_lambda_actor_critic_update(
       Sutton & Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, Sec. 13.5
       ("Actor–Critic with Eligibility Traces"), http://incompleteideas.net/book/the-book-2nd.html.
     """
+    name = "td_lambda_actor_critic_update"
+    for trace_name, trace, grad_name, grad in (
+        ("critic_trace", critic_trace, "critic_grad", critic_grad),
+        ("actor_trace", actor_trace, "actor_grad", actor_grad),
+    ):
+        leaves = _checks.check_same_tree(name, trace_name, trace, grad_name, grad)
+        _checks.check_leading_shape(name, "discount", discount, leaves)
+        _checks.check_leading_shape(name, "td_error", td_error, leaves)
     critic = td_lambda_update(critic_trace, critic_grad, td_error, discount=discount, lambda_=lambda_critic)
     actor = td_lambda_update(actor_trace, actor_grad, td_error, discount=discount, lambda_=lambda_actor)
     return ActorCriticTraceUpdate(critic.trace, actor.trace, critic.increment, actor.increment)
