@@ -1,47 +1,24 @@
 """Target-network updates over parameter pytrees: Polyak averaging and periodic hard copies.
 
-Estimator layer: imports only jax. Both functions take the online parameters first and the
-target parameters second, and work on any pytree with matching structure (an equinox module
-included): floating-array leaves are updated; every other leaf (integer arrays such as step
-counters, activation functions, Python scalars) is returned from the target unchanged. They are
-jit- and vmap-friendly: ``tau`` and ``step`` are traced.
+Estimator layer: imports only jax (and the private ``pgkit._checks``). Both functions take the
+online parameters first and the target parameters second, and work on any pytree with matching
+structure (an equinox module included): floating-array leaves are updated; every other leaf
+(integer arrays such as step counters, activation functions, Python scalars) is returned from
+the target unchanged. They are jit- and vmap-friendly: ``tau`` and ``step`` are traced.
 """
 
 import jax
 import jax.numpy as jnp
 
+from pgkit import _checks
+
 __all__ = ["polyak_update", "periodic_update"]
-
-
-def _is_inexact_array(x):
-    """A floating (or complex) array leaf: a jax/NumPy array or tracer; Python scalars and objects are not."""
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and hasattr(x, "shape") and jnp.issubdtype(dtype, jnp.inexact)
-
-
-def _check_trees(online_params, target_params):
-    online_leaves, online_def = jax.tree.flatten(online_params)
-    target_leaves, target_def = jax.tree.flatten(target_params)
-    if online_def != target_def:
-        raise ValueError(
-            f"target_params must have the tree structure of online_params {online_def}; got {target_def}"
-        )
-    for i, (o, t) in enumerate(zip(online_leaves, target_leaves)):
-        if _is_inexact_array(o) != _is_inexact_array(t):
-            raise ValueError(
-                f"target_params leaf {i} must be a floating array exactly where online_params leaf {i} is one; "
-                f"got {type(t).__name__} against {type(o).__name__}"
-            )
-        if _is_inexact_array(t) and jnp.shape(o) != jnp.shape(t):
-            raise ValueError(
-                f"target_params leaf {i} must have the shape of online_params leaf {jnp.shape(o)}; got {jnp.shape(t)}"
-            )
 
 
 def _map_inexact(fn, online_params, target_params):
     """Apply fn to floating-array leaf pairs; every other leaf comes back from target_params unchanged."""
     return jax.tree.map(
-        lambda o, t: fn(o, t) if _is_inexact_array(t) else t, online_params, target_params
+        lambda o, t: fn(o, t) if _checks.is_inexact_array(t) else t, online_params, target_params
     )
 
 
@@ -78,7 +55,9 @@ def polyak_update(online_params, target_params, *, tau):
       Control Optim., 1992, https://doi.org/10.1137/0330046; Lillicrap et al., "Continuous
       control with deep reinforcement learning", 2016, https://arxiv.org/abs/1509.02971.
     """
-    _check_trees(online_params, target_params)
+    _checks.check_same_tree(
+        "polyak_update", "online_params", online_params, "target_params", target_params, only_inexact=True
+    )
 
     def average(online, target):
         target = jnp.asarray(target)
@@ -122,11 +101,12 @@ def periodic_update(online_params, target_params, *, step, period):
       Mnih et al., "Human-level control through deep reinforcement learning", Nature, 2015,
       https://doi.org/10.1038/nature14236.
     """
-    _check_trees(online_params, target_params)
+    _checks.check_same_tree(
+        "periodic_update", "online_params", online_params, "target_params", target_params, only_inexact=True
+    )
     if isinstance(period, int) and not isinstance(period, bool) and period < 1:
-        raise ValueError(f"period must be an int >= 1; got {period}")
-    if jnp.ndim(step) != 0:
-        raise ValueError(f"step must be a scalar; got shape {jnp.shape(step)}")
+        raise _checks.argument_error("periodic_update", "period", "be an int >= 1", repr(period))
+    _checks.check_shape("periodic_update", "step", step, ())
     copy = jnp.mod(step, period) == 0
 
     def select(online, target):
