@@ -103,7 +103,7 @@ def test_continuous_actions_whole_trajectory_optimal_baseline_with_relaxation():
 def test_mask_keeps_each_column_up_to_its_first_done():
     dones = jnp.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [1, 0, 0]], bool)
     expected = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 0], [0, 0, 0]], bool)
-    np.testing.assert_array_equal(reinforce._first_episode_mask(dones), expected)
+    np.testing.assert_array_equal(reinforce.first_episode_mask(dones), expected)
 
 
 def test_same_key_same_result_bit_for_bit():
