@@ -11,6 +11,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from pgkit import _checks
+
 __all__ = [
     "categorical_entropy",
     "categorical_kl",
@@ -22,22 +24,6 @@ __all__ = [
 ]
 
 _HALF_LOG_2PI_E = 0.5 * (1.0 + math.log(2.0 * math.pi))
-
-
-def _shape(x):
-    return tuple(jnp.shape(x))
-
-
-def _as_float(x):
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(jnp.result_type(float))
-    return x
-
-
-def _check_has_action_axis(name, x):
-    if jnp.ndim(x) < 1:
-        raise ValueError(f"{name} must have an action axis last ([*S, A]), got a scalar")
 
 
 def categorical_kl(logits_p, logits_q):
@@ -72,13 +58,10 @@ def categorical_kl(logits_p, logits_q):
         Kullback, Leibler (1951), "On Information and Sufficiency", Annals of Mathematical
         Statistics 22(1), https://doi.org/10.1214/aoms/1177729694
     """
-    logits_p = _as_float(logits_p)
-    logits_q = _as_float(logits_q)
-    _check_has_action_axis("logits_p", logits_p)
-    if logits_q.shape != logits_p.shape:
-        raise ValueError(
-            f"logits_q must have the shape of logits_p {logits_p.shape}, got {logits_q.shape}"
-        )
+    logits_p = _checks.as_float(logits_p)
+    logits_q = _checks.as_float(logits_q)
+    _checks.check_has_action_axis("categorical_kl", "logits_p", logits_p)
+    _checks.check_same_shape("categorical_kl", "logits_p", logits_p, logits_q=logits_q)
     log_p = jax.nn.log_softmax(logits_p, axis=-1)
     log_q = jax.nn.log_softmax(logits_q, axis=-1)
     p = jnp.exp(log_p)
@@ -114,8 +97,8 @@ def categorical_entropy(logits):
         Shannon (1948), "A Mathematical Theory of Communication", Bell System Technical Journal
         27, https://doi.org/10.1002/j.1538-7305.1948.tb01338.x
     """
-    logits = _as_float(logits)
-    _check_has_action_axis("logits", logits)
+    logits = _checks.as_float(logits)
+    _checks.check_has_action_axis("categorical_entropy", "logits", logits)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     p = jnp.exp(log_p)
     support = p > 0
@@ -155,18 +138,12 @@ def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q):
         Jordan, Abbeel (2015), "Trust Region Policy Optimization", ICML,
         https://arxiv.org/abs/1502.05477
     """
-    mean_p, log_std_p = _as_float(mean_p), _as_float(log_std_p)
-    mean_q, log_std_q = _as_float(mean_q), _as_float(log_std_q)
-    _check_has_action_axis("mean_p", mean_p)
-    shape = mean_p.shape
-    for name, x in (("log_std_p", log_std_p), ("mean_q", mean_q), ("log_std_q", log_std_q)):
-        try:
-            shape = jnp.broadcast_shapes(shape, x.shape)
-        except ValueError:
-            raise ValueError(
-                f"{name} must broadcast with the other Gaussian parameters (shape {shape}), "
-                f"got {x.shape}"
-            ) from None
+    mean_p, log_std_p = _checks.as_float(mean_p), _checks.as_float(log_std_p)
+    mean_q, log_std_q = _checks.as_float(mean_q), _checks.as_float(log_std_q)
+    _checks.check_has_action_axis("gaussian_kl", "mean_p", mean_p)
+    shape = _checks.broadcast_shape(
+        "gaussian_kl", "mean_p", mean_p, log_std_p=log_std_p, mean_q=mean_q, log_std_q=log_std_q
+    )
     variance_ratio = jnp.exp(2.0 * (log_std_p - log_std_q))
     scaled_gap = (mean_p - mean_q) * jnp.exp(-log_std_q)
     per_dim = log_std_q - log_std_p + 0.5 * (variance_ratio + scaled_gap**2) - 0.5
@@ -198,8 +175,8 @@ def gaussian_entropy(log_std):
         Cover, Thomas (2006), "Elements of Information Theory", 2nd ed., Wiley, section 8.1,
         https://doi.org/10.1002/047174882X
     """
-    log_std = _as_float(log_std)
-    _check_has_action_axis("log_std", log_std)
+    log_std = _checks.as_float(log_std)
+    _checks.check_has_action_axis("gaussian_entropy", "log_std", log_std)
     return jnp.sum(log_std + _HALF_LOG_2PI_E, axis=-1)
 
 
@@ -232,7 +209,7 @@ def kl_k1(log_ratios):
         Schulman (2020), "Approximating KL Divergence", blog post,
         http://joschu.net/blog/kl-approx.html
     """
-    return -_as_float(log_ratios)
+    return -_checks.as_float(log_ratios)
 
 
 def kl_k2(log_ratios):
@@ -264,7 +241,7 @@ def kl_k2(log_ratios):
         Schulman (2020), "Approximating KL Divergence", blog post,
         http://joschu.net/blog/kl-approx.html
     """
-    log_ratios = _as_float(log_ratios)
+    log_ratios = _checks.as_float(log_ratios)
     return 0.5 * log_ratios**2
 
 
@@ -299,7 +276,7 @@ def kl_k3(log_ratios):
         Schulman (2020), "Approximating KL Divergence", blog post,
         http://joschu.net/blog/kl-approx.html
     """
-    x = _as_float(log_ratios)
+    x = _checks.as_float(log_ratios)
     small = jnp.abs(x) < 0.1
     xs = jnp.where(small, x, 0.0)
     series = xs * xs * (1 / 2 + xs * (1 / 6 + xs * (1 / 24 + xs * (1 / 120 + xs / 720))))
