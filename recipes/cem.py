@@ -30,6 +30,12 @@ The policy parameters live in a flat vector (``jax.flatten_util.ravel_pytree`` o
 policy) in both variants: the search distribution's mean for parameter CEM, the trained network
 for approximate CEM.
 
+Defaults: ``variant="parameter"`` with a linear policy (``hidden_sizes=()``, 10 parameters on
+CartPole-v1), N = 64 candidates, M = 10 elites, K = 1 episode each, 500 steps per episode,
+initial σ 1.0, smoothing α 0.9, σ_min 0.02, 640,000 simulated steps (20 updates). The
+approximate variant takes 10 Adam steps per update at lr 3e-2 by default; its learning test
+uses ``population=32, num_elites=8, hidden_sizes=(32,), lr=1e-2``.
+
 Tested configurations, measured returns and tuning history: ``docs/recipes/cem.md``.
 """
 

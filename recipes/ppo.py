@@ -17,6 +17,11 @@ Huang et al., 2022, https://iclr-blog-track.github.io/2022/03/25/ppo-implementat
 4 envs x 128 steps, 4 epochs, 4 minibatches, lr 2.5e-4 annealed, γ 0.99, λ 0.95, clip 0.2,
 entropy 0.01, value 0.5, grad-norm 0.5, separate 64x64 tanh actor and critic, orthogonal init.
 
+``PENDULUM_CONFIG``/``PENDULUM_HPARAMS`` (continuous, used by the tests): 8 envs x 256 steps,
+10 epochs x 16 minibatches, running observation normalisation and reward scaling, γ 0.9 (the
+swing-up reward is dense and short-horizon), λ 0.95, lr 1e-3 annealed, no entropy bonus,
+1.5e5 steps.
+
 Tested configurations, measured returns and tuning history: ``docs/recipes/ppo.md``.
 """
 
