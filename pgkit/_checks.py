@@ -14,6 +14,8 @@ Every check runs at trace time on static shapes (it costs nothing at run time, a
 e.g. ``gae: values must have the shape of rewards (5, 2); got shape (5, 3).``
 """
 
+import operator
+
 import jax
 import jax.numpy as jnp
 
@@ -39,6 +41,7 @@ __all__ = [
     "forward_scan",
     "is_inexact_array",
     "maybe_stop_gradient",
+    "normalise_axes",
     "reverse_scan",
 ]
 
@@ -267,6 +270,30 @@ def check_static_int(
             expected += f" ({meaning})"
         raise argument_error(function, name, expected, repr(value))
     return value
+
+
+def normalise_axes(function: str, name: str, axis, ndim: int) -> tuple[int, ...]:
+    """Static ``axis`` (None, an int, or a tuple or list of ints) of an array ``name`` of rank ``ndim``.
+
+    Returns the axes as a sorted tuple of non-negative ints (every axis for None). Raises
+    ``ValueError`` naming ``axis`` for a non-int, an axis out of ``[-ndim, ndim)`` or a repeat.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in axes:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            a = None
+        if a is None or not -ndim <= a < ndim:
+            expected = f"be None or ints in [-{ndim}, {ndim}) for {name} of rank {ndim}"
+            raise argument_error(function, "axis", expected, repr(axis))
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise argument_error(function, "axis", "not repeat an axis", repr(axis))
+    return tuple(sorted(out))
 
 
 # ---------------------------------------------------------------------------------------------

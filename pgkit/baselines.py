@@ -8,10 +8,9 @@ b* = E[g² R] / E[g²], the leave-one-out mean of the other samples, the state v
 state-dependent baseline V(s).
 """
 
-import operator
-
-import jax
 import jax.numpy as jnp
+
+from pgkit import _checks
 
 __all__ = [
     "expected_q_baseline",
@@ -21,39 +20,6 @@ __all__ = [
     "optimal_baseline",
     "value_loss",
 ]
-
-
-def _shape(x):
-    return tuple(jnp.shape(x))
-
-
-def _as_float(x):
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(jnp.result_type(float))
-    return x
-
-
-def _normalise_axes(name, axis, ndim):
-    """Static axes as a sorted tuple of non-negative ints; ValueError naming ``axis`` if bad."""
-    if axis is None:
-        return tuple(range(ndim))
-    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
-    out = []
-    for a in axes:
-        try:
-            a = operator.index(a)
-        except TypeError:
-            a = None
-        if a is None or not -ndim <= a < ndim:
-            raise ValueError(
-                f"axis must be None or ints in [-{ndim}, {ndim}) for {name} of rank {ndim}, "
-                f"got {axis}"
-            )
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"axis must not repeat an axis, got {axis}")
-    return tuple(sorted(out))
 
 
 def mean_baseline(returns, *, axis=None, where=None):
@@ -93,20 +59,16 @@ def mean_baseline(returns, *, axis=None, where=None):
         Williams (1992), "Simple statistical gradient-following algorithms for connectionist
         reinforcement learning", Machine Learning 8, https://doi.org/10.1007/BF00992696
     """
-    returns = _as_float(returns)
-    axes = _normalise_axes("returns", axis, returns.ndim)
+    returns = _checks.as_float(returns)
+    axes = _checks.normalise_axes("mean_baseline", "returns", axis, returns.ndim)
     if any(returns.shape[a] == 0 for a in axes):
-        raise ValueError(
-            f"returns must have at least one sample along axis {axis}, got shape {returns.shape}"
+        raise _checks.argument_error(
+            "mean_baseline", "returns", f"have at least one sample along axis {axis}", f"shape {returns.shape}"
         )
     if where is None:
         return jnp.broadcast_to(jnp.mean(returns, axis=axes, keepdims=True), returns.shape)
-    try:
-        where = jnp.broadcast_to(jnp.asarray(where, bool), returns.shape)
-    except ValueError:
-        raise ValueError(
-            f"where must be broadcastable to returns {returns.shape}, got shape {jnp.shape(where)}"
-        ) from None
+    _checks.check_broadcasts_to("mean_baseline", "where", where, returns.shape, reference_name="returns")
+    where = jnp.broadcast_to(jnp.asarray(where, bool), returns.shape)
     total = jnp.sum(jnp.where(where, returns, 0.0), axis=axes, keepdims=True)
     count = jnp.sum(where, axis=axes, keepdims=True)
     return jnp.broadcast_to(total / jnp.maximum(count, 1), returns.shape)
@@ -145,11 +107,13 @@ def normalized_advantages(advantages, *, eps=1e-8, stop_target_gradients=True):
         Engstrom et al. (2020), "Implementation Matters in Deep Policy Gradients: A Case Study on
         PPO and TRPO", ICLR, https://arxiv.org/abs/2005.12729
     """
-    advantages = _as_float(advantages)
+    advantages = _checks.as_float(advantages)
     if advantages.size == 0:
-        raise ValueError(f"advantages must hold at least one element, got shape {advantages.shape}")
+        raise _checks.argument_error(
+            "normalized_advantages", "advantages", "hold at least one element", f"shape {advantages.shape}"
+        )
     normalized = (advantages - advantages.mean()) / (advantages.std() + eps)
-    return jax.lax.stop_gradient(normalized) if stop_target_gradients else normalized
+    return _checks.maybe_stop_gradient(normalized, stop_target_gradients)
 
 
 def leave_one_out_baseline(returns, *, axis=0):
@@ -182,14 +146,14 @@ def leave_one_out_baseline(returns, *, axis=0):
         ICLR Workshop on Deep RL Meets Structured Prediction,
         https://openreview.net/forum?id=r1lgTGL5DE
     """
-    returns = _as_float(returns)
-    axes = _normalise_axes("returns", axis, returns.ndim)
+    returns = _checks.as_float(returns)
+    axes = _checks.normalise_axes("leave_one_out_baseline", "returns", axis, returns.ndim)
     count = 1
     for a in axes:
         count *= returns.shape[a]
     if count < 2:
-        raise ValueError(
-            f"returns must hold at least 2 samples along axis {axis}, got shape {returns.shape}"
+        raise _checks.argument_error(
+            "leave_one_out_baseline", "returns", f"hold at least 2 samples along axis {axis}", f"shape {returns.shape}"
         )
     total = jnp.sum(returns, axis=axes, keepdims=True)
     return (total - returns) / (count - 1)
@@ -237,17 +201,15 @@ def optimal_baseline(score_vectors, returns, *, per_parameter=True):
         Peters, Schaal (2008), "Reinforcement learning of motor skills with policy gradients",
         Neural Networks 21(4), https://doi.org/10.1016/j.neunet.2008.02.003
     """
-    score_vectors = _as_float(score_vectors)
-    returns = _as_float(returns)
+    score_vectors = _checks.as_float(score_vectors)
+    returns = _checks.as_float(returns)
     if score_vectors.ndim < 1 or score_vectors.shape[0] < 1:
-        raise ValueError(
-            f"score_vectors must be [N, *P] with N >= 1, got shape {score_vectors.shape}"
+        raise _checks.argument_error(
+            "optimal_baseline", "score_vectors", "have shape [N, *P] with N >= 1", f"shape {score_vectors.shape}"
         )
-    if returns.shape != score_vectors.shape[:1]:
-        raise ValueError(
-            f"returns must have shape [N] = {score_vectors.shape[:1]} to match score_vectors, "
-            f"got {returns.shape}"
-        )
+    _checks.check_shape(
+        "optimal_baseline", "returns", returns, score_vectors.shape[:1], meaning="[N] of score_vectors"
+    )
     squares = score_vectors**2
     if not per_parameter:
         squares = jnp.sum(squares.reshape(squares.shape[0], -1), axis=1)
@@ -293,12 +255,10 @@ def expected_q_baseline(probs, q_values):
         gradient unchanged); Ciosek, Whiteson (2018), "Expected Policy Gradients", AAAI,
         https://arxiv.org/abs/1706.05374
     """
-    probs = _as_float(probs)
-    q_values = _as_float(q_values)
-    if probs.ndim < 1:
-        raise ValueError(f"probs must be [*B, A] with an action axis, got shape {probs.shape}")
-    if q_values.shape != probs.shape:
-        raise ValueError(f"q_values must have the shape of probs {probs.shape}, got {q_values.shape}")
+    probs = _checks.as_float(probs)
+    q_values = _checks.as_float(q_values)
+    _checks.check_has_action_axis("expected_q_baseline", "probs", probs)
+    _checks.check_same_shape("expected_q_baseline", "probs", probs, q_values=q_values)
     return jnp.sum(probs * q_values, axis=-1)
 
 
@@ -334,12 +294,8 @@ def value_loss(values, targets, *, stop_target_gradients=True):
         http://incompleteideas.net/book/the-book-2nd.html; Mnih et al. (2016), "Asynchronous
         Methods for Deep Reinforcement Learning", ICML, https://arxiv.org/abs/1602.01783
     """
-    values = _as_float(values)
-    targets = _as_float(targets)
-    if values.shape != targets.shape:
-        raise ValueError(
-            f"targets must have the shape of values {values.shape}, got {targets.shape}"
-        )
-    if stop_target_gradients:
-        targets = jax.lax.stop_gradient(targets)
+    values = _checks.as_float(values)
+    targets = _checks.as_float(targets)
+    _checks.check_same_shape("value_loss", "values", values, targets=targets)
+    targets = _checks.maybe_stop_gradient(targets, stop_target_gradients)
     return 0.5 * (values - targets) ** 2

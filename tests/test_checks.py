@@ -160,6 +160,18 @@ def test_check_static_int():
     assert parts["expected"] == "be a static int in [1, 4] (N = len(scores))"
 
 
+def test_normalise_axes():
+    assert _checks.normalise_axes("f", "returns", None, 3) == (0, 1, 2)
+    assert _checks.normalise_axes("f", "returns", -1, 3) == (2,)
+    assert _checks.normalise_axes("f", "returns", (2, 0), 3) == (0, 2)
+    assert _checks.normalise_axes("f", "returns", [np.int64(1)], 3) == (1,)
+    for bad in (3, -4, 1.0, (0, "1")):
+        parts = message(lambda: _checks.normalise_axes("f", "returns", bad, 3))
+        assert parts["argument"] == "axis" and parts["expected"] == "be None or ints in [-3, 3) for returns of rank 3"
+        assert parts["actual"] == repr(bad)
+    assert message(lambda: _checks.normalise_axes("f", "returns", (0, -3), 3))["expected"] == "not repeat an axis"
+
+
 def test_float_dtype_and_as_float():
     assert _checks.float_dtype(jnp.zeros(2, jnp.bfloat16)) == jnp.bfloat16
     assert _checks.float_dtype(jnp.zeros(2, jnp.int32), jnp.zeros(2, bool)) == jnp.result_type(float)
