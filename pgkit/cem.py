@@ -1,15 +1,17 @@
 """The cross-entropy method: elite selection and refits in parameter space and for tabular policies,
 plus the maximum-likelihood loss of the approximated (function-approximation) variant.
 
-Estimator layer: imports only jax. The loop follows the lecture notes: sample N candidates
-(parameter vectors or rollouts) from the current distribution, keep the M with the largest
-return (the elite), fit the distribution to the elite, repeat.
+Estimator layer: imports only jax (and the private ``pgkit._checks``). The loop follows the
+lecture notes: sample N candidates (parameter vectors or rollouts) from the current distribution,
+keep the M with the largest return (the elite), fit the distribution to the elite, repeat.
 """
 
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from pgkit import _checks
 
 __all__ = [
     "GaussianParams",
@@ -33,12 +35,9 @@ class GaussianParams(NamedTuple):
     std: jax.Array
 
 
-def _check_num_elites(scores, num_elites):
-    if jnp.ndim(scores) != 1:
-        raise ValueError(f"scores must have shape [N] (one score per candidate); got shape {jnp.shape(scores)}")
-    n = jnp.shape(scores)[0]
-    if not isinstance(num_elites, int) or isinstance(num_elites, bool) or not 1 <= num_elites <= n:
-        raise ValueError(f"num_elites must be a static int in [1, {n}] (N = len(scores)); got {num_elites!r}")
+def _check_elites(function, scores, num_elites):
+    _checks.check_rank(function, "scores", scores, 1, "[N] (one score per candidate)")
+    _checks.check_static_int(function, "num_elites", num_elites, high=jnp.shape(scores)[0], meaning="N = len(scores)")
 
 
 def elite_indices(scores, *, num_elites):
@@ -70,7 +69,7 @@ def elite_indices(scores, *, num_elites):
       Noisy Cross-Entropy Method", Neural Computation, 2006,
       https://doi.org/10.1162/neco.2006.18.12.2936.
     """
-    _check_num_elites(scores, num_elites)
+    _check_elites("elite_indices", scores, num_elites)
     scores = jnp.asarray(scores)
     if jnp.issubdtype(scores.dtype, jnp.floating):
         scores = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
@@ -104,6 +103,7 @@ def elite_mask(scores, *, num_elites):
       Rubinstein & Kroese, "The Cross-Entropy Method", Springer, 2004,
       https://doi.org/10.1007/978-1-4757-4321-0.
     """
+    _check_elites("elite_mask", scores, num_elites)
     indices = elite_indices(scores, num_elites=num_elites)
     return jnp.zeros(jnp.shape(scores), bool).at[indices].set(True)
 
@@ -148,14 +148,13 @@ def gaussian_refit(samples, elite_idx, old_mean, old_std, *, smoothing=1.0, min_
       Noisy Cross-Entropy Method", Neural Computation, 2006,
       https://doi.org/10.1162/neco.2006.18.12.2936.
     """
-    if jnp.ndim(samples) != 2:
-        raise ValueError(f"samples must have shape [N, D]; got shape {jnp.shape(samples)}")
+    _checks.check_rank("gaussian_refit", "samples", samples, 2, "[N, D]")
     d = jnp.shape(samples)[1]
     for name, value in (("old_mean", old_mean), ("old_std", old_std)):
-        if jnp.shape(value) != (d,):
-            raise ValueError(f"{name} must have shape ({d},) (D of samples); got shape {jnp.shape(value)}")
+        _checks.check_shape("gaussian_refit", name, value, (d,), meaning="D of samples")
     if jnp.ndim(elite_idx) != 1 or not jnp.issubdtype(jnp.result_type(elite_idx), jnp.integer):
-        raise ValueError(f"elite_idx must be an int array of shape [M]; got {jnp.result_type(elite_idx)} {jnp.shape(elite_idx)}")
+        actual = f"dtype {jnp.result_type(elite_idx)}, shape {jnp.shape(elite_idx)}"
+        raise _checks.argument_error("gaussian_refit", "elite_idx", "be an int array of shape [M]", actual)
     elites = jnp.take(samples, elite_idx, axis=0)
     new_mean = jnp.mean(elites, axis=0)
     new_std = jnp.sqrt(jnp.mean((elites - new_mean) ** 2, axis=0))
@@ -208,14 +207,13 @@ def tabular_cem_update(states, actions, elite_weights, old_policy, *, lambda_=0.
       Lecture notes (seed 002), "Tabular Cross-Entropy"; Rubinstein & Kroese, "The
       Cross-Entropy Method", Springer, 2004, https://doi.org/10.1007/978-1-4757-4321-0.
     """
-    if jnp.ndim(old_policy) != 2:
-        raise ValueError(f"old_policy must have shape [S, A]; got shape {jnp.shape(old_policy)}")
-    for name, value in (("actions", actions), ("elite_weights", elite_weights)):
-        if jnp.shape(value) != jnp.shape(states):
-            raise ValueError(f"{name} must have the shape of states {jnp.shape(states)}; got shape {jnp.shape(value)}")
+    _checks.check_rank("tabular_cem_update", "old_policy", old_policy, 2, "[S, A]")
+    _checks.check_same_shape("tabular_cem_update", "states", states, actions=actions, elite_weights=elite_weights)
     for name, value in (("states", states), ("actions", actions)):
         if not jnp.issubdtype(jnp.result_type(value), jnp.integer):
-            raise ValueError(f"{name} must be an int array; got dtype {jnp.result_type(value)}")
+            raise _checks.argument_error(
+                "tabular_cem_update", name, "be an int array", f"dtype {jnp.result_type(value)}"
+            )
     num_actions = jnp.shape(old_policy)[1]
     old_policy = jnp.asarray(old_policy)
     counts = jnp.zeros(old_policy.shape, old_policy.dtype)
@@ -260,16 +258,9 @@ def approximate_cem_loss(log_probs, elite_mask):
       Rubinstein, "A Tutorial on the Cross-Entropy Method", Annals of Operations Research, 2005,
       https://doi.org/10.1007/s10479-005-5724-z.
     """
-    try:
-        jnp.broadcast_shapes(jnp.shape(elite_mask), jnp.shape(log_probs))
-    except ValueError:
-        raise ValueError(
-            f"elite_mask must be broadcastable to log_probs {jnp.shape(log_probs)}; got shape {jnp.shape(elite_mask)}"
-        ) from None
-    if jnp.broadcast_shapes(jnp.shape(elite_mask), jnp.shape(log_probs)) != jnp.shape(log_probs):
-        raise ValueError(
-            f"elite_mask must be broadcastable to log_probs {jnp.shape(log_probs)}; got shape {jnp.shape(elite_mask)}"
-        )
+    _checks.check_broadcasts_to(
+        "approximate_cem_loss", "elite_mask", elite_mask, jnp.shape(log_probs), reference_name="log_probs"
+    )
     log_probs = jnp.asarray(log_probs)
     weights = jax.lax.stop_gradient(jnp.asarray(elite_mask).astype(log_probs.dtype))
     # where, not a product: a zero weight on a log-prob of -inf gives 0, not NaN.
