@@ -3,36 +3,40 @@
 Algorithm (Kakade, 2001, "A Natural Policy Gradient",
 https://papers.nips.cc/paper/2073-a-natural-policy-gradient; the truncated-natural-gradient
 form of Schulman et al., 2015, https://arxiv.org/abs/1502.05477, and Rajeswaran et al., 2017,
-https://arxiv.org/abs/1703.02660), one ``update``:
+https://arxiv.org/abs/1703.02660, algorithm 1), one ``update``:
 
-    collect T steps from E environments with π_old                   pgkit.rollout.rollout
-    advantages A by GAE(γ, λ) with the critic V                       pgkit.gae
-    g = ∇_θ L(θ) at θ_old,  L(θ) = mean[π_θ(a|s) / π_old(a|s) · A]      pgkit.log_ratios
-    F v = ∇²_θ mean KL(π_old ‖ π_θ) · v + damping · v                 pgkit.gauss_newton_fisher_product
+    collect T steps from E environments with π_old;                  pgkit.rollout.gae_rollout
+      advantages A by GAE(γ, λ) with the critic V
+    normalise A over the batch (optional)                            pgkit.normalized_advantages
+    g = ∇_θ L(θ) at θ_old,  L(θ) = mean[π_θ(a|s) / π_old(a|s) · A]      pgkit.trust_region.policy_objectives
+    F v = ∇²_θ mean KL(π_old ‖ π_θ) · v + damping · v                 pgkit.trust_region.fisher_product
         = (1/N) Σ_s J_sᵀ M_s J_s v + damping · v  (J_s: Jacobian of the policy's outputs,
           M_s: the Fisher of the action distribution in them)
-    direction:
-      "fisher":      x ≈ F⁻¹ g by conjugate gradient                  pgkit.conjugate_gradient
+    direction x:
+      "fisher":      x ≈ F⁻¹ g by conjugate gradient                  (in pgkit.natural_gradient_step)
       "compatible":  x = w, the least-squares fit A ≈ ψᵀ w on the compatible features
-                     ψ = ∇_θ log π_θ(a|s) (natural actor-critic,     pgkit.compatible_features_weights
+                     ψ = ∇_θ log π_θ(a|s) (natural actor-critic,     pgkit.empirical_fisher_vector_product
                      Peters & Schaal, 2008, https://doi.org/10.1016/j.neucom.2007.11.026)
-    θ ← θ + sqrt(2 δ / xᵀ F x) · x   (½ sᵀ F s = δ = max_kl)          pgkit.natural_step
-    fit V to the GAE targets: a few epochs of minibatch Adam          pgkit.value_loss
+    θ ← θ + sqrt(2 δ / xᵀ F x) · x   (½ sᵀ F s = δ = max_kl)          pgkit.natural_gradient_step
+    fit V to the GAE targets: epochs of minibatch Adam               pgkit.nn.fit_value
 
-The step is the steepest ascent direction in distribution space (the seed notes' "Natural
-Gradient", ``d* = argmax J(θ + d) s.t. KL(π_θ ‖ π_{θ+d}) ≤ ε``) with the quadratic model of the
-KL taken at face value: no line search (that is TRPO, ``recipes/trpo.py``).
+The step is the steepest ascent direction in distribution space,
+``d* = argmax L(θ + d) s.t. KL(π_θ ‖ π_{θ+d}) ≤ δ``, with the quadratic model of the KL taken at
+face value: no line search (adding one gives TRPO, ``recipes/trpo.py``).
 
 The "compatible" direction builds per-sample score vectors ``[N, P]`` and solves the normal
 equations of the least-squares fit, (F̂ + ridge·I) w = Ψᵀ A / N with the empirical Fisher
 F̂ = ΨᵀΨ / N, by ``cg_iterations`` of conjugate gradient on ``pgkit.empirical_fisher_vector_product``
 (O(N P) per iteration, so it runs on the default 64x64 policy, P = 4,610;
-``pgkit.compatible_features_weights`` is the exact O(N P²) solve for small policies). With the
-defaults otherwise, CartPole ends at a mean final return of 426 over 32 seeds (master seeds 0-3
-x 8, 102,400 steps; 8-seed means 404-458; 451 and 404-475 with the step length's Fisher product
-as the Hessian of the KL, the same algorithm in other last bits). An earlier version solved the
-least-squares problem exactly with a (16,) policy and ended at a mean of 273: the small network,
-not the empirical Fisher, held it back.
+``pgkit.compatible_features_weights`` is the exact O(N P²) solve for small policies); the step
+length uses the policy's Fisher product F, as in the "fisher" direction.
+
+Defaults (CartPole-v1, the configuration of the learning tests, close to rl-baselines3-zoo's
+TRPO CartPole setting): 4 envs x 256 steps (1,024 samples per update), 100 updates (102,400
+steps), γ 0.99, λ 0.98, max_kl 0.01, damping 1e-3, 10 CG iterations, a 64x64 tanh policy and
+critic, the critic fitted by 20 epochs of 2 minibatches of Adam at 1e-3, advantages normalised
+per batch. Discrete actions use a categorical policy, continuous ones a Gaussian with a
+state-independent log-std (``pgkit.nn.GaussianPolicy``).
 
 Tested configurations, measured returns and tuning history: ``docs/recipes/npg.md``.
 """

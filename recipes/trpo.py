@@ -1,30 +1,32 @@
 """Trust Region Policy Optimization: the natural-gradient direction plus a KL-constrained line search.
 
 Algorithm (Schulman, Levine, Moritz, Jordan, Abbeel, 2015, "Trust Region Policy Optimization",
-https://arxiv.org/abs/1502.05477, appendix C; GAE from Schulman et al., 2016,
-https://arxiv.org/abs/1506.02438), one ``update``:
+https://arxiv.org/abs/1502.05477, section 6 "practical algorithm" and appendix C; GAE from
+Schulman et al., 2016, https://arxiv.org/abs/1506.02438), one ``update``:
 
-    collect T steps from E environments with π_old                   pgkit.rollout.rollout
-    advantages A by GAE(γ, λ) with the critic V                       pgkit.gae
-    maximise L(θ) = mean[π_θ(a|s) / π_old(a|s) · A]                   pgkit.log_ratios
+    collect T steps from E environments with π_old;                  pgkit.rollout.gae_rollout
+      advantages A by GAE(γ, λ) with the critic V
+    normalise A over the batch (optional)                            pgkit.normalized_advantages
+    maximise L(θ) = mean[π_θ(a|s) / π_old(a|s) · A]                   pgkit.trust_region.policy_objectives
       subject to KL̄(θ) = mean_s KL(π_old(·|s) ‖ π_θ(·|s)) ≤ δ:
-    g = ∇_θ L at θ_old
-    x ≈ F⁻¹ g by conjugate gradient on Fisher-vector products         pgkit.gauss_newton_fisher_product,
-                                                                      pgkit.conjugate_gradient
-    full step s = sqrt(2 δ / xᵀ F x) · x                              pgkit.natural_step
-    θ ← θ + ρ^j s for the first j with L improved and KL̄ ≤ δ          pgkit.backtracking_line_search
-        (θ unchanged if no j ≤ max_backtracks passes)
-    fit V to the GAE targets: a few epochs of minibatch Adam          pgkit.value_loss
+    g = ∇_θ L at θ_old                                                pgkit.natural_gradient_step:
+    x ≈ F⁻¹ g by conjugate gradient on Fisher-vector products           (F: pgkit.trust_region.fisher_product)
+    full step s = sqrt(2 δ / xᵀ F x) · x
+    θ ← θ + ρ^j s for the first j with L improved and KL̄ ≤ δ            (line_search=True)
+        (θ unchanged if no j < max_backtracks passes)
+    fit V to the GAE targets: epochs of minibatch Adam               pgkit.nn.fit_value
 
-The seed notes' "TRPO" slide: ``argmax_θ L_θold(θ)`` under the KL constraint, "solves using
-natural gradient". The pieces (batch flattening, surrogate, mean KL, critic regression) are
-library code that NPG uses too (``pgkit.trust_region``, ``pgkit.natural_gradient_step``,
-``pgkit.nn.fit_value``); what TRPO adds to NPG is the line search, which makes the KL
-constraint hold on the sample (not only in the quadratic model) and guarantees that the
-surrogate does not decrease.
+The pieces (batch flattening, surrogate, mean KL, critic regression) are library code that NPG
+uses too; what TRPO adds to NPG is the line search, which makes the KL constraint hold on the
+sample (not only in the quadratic model) and guarantees that the surrogate does not decrease.
 
-Discrete actions use a categorical policy; continuous ones a Gaussian with a state-independent
-log-std (``pgkit.nn.GaussianPolicy``).
+Defaults (CartPole-v1, a learning test's configuration, close to rl-baselines3-zoo's TRPO
+CartPole setting): 4 envs x 256 steps (1,024 samples per update), 100 updates (102,400 steps),
+max_kl 0.01, damping 1e-3, 10 CG iterations, 10 backtracks of ratio 0.8, γ 0.99, λ 0.98, 64x64
+tanh policy and critic, the critic fitted by 20 epochs x 2 minibatches of Adam at 1e-3,
+advantages normalised per batch. Discrete actions use a categorical policy; continuous ones a
+Gaussian with a state-independent log-std (``pgkit.nn.GaussianPolicy``); Pendulum-v1 uses
+``PENDULUM_CONFIG`` / ``PENDULUM_HPARAMS`` below.
 
 Tested configurations, measured returns and tuning history: ``docs/recipes/trpo.md``.
 """
@@ -77,17 +79,10 @@ class HParams:
 
 # Pendulum-v1 (the learning test's configuration): the CartPole batch and critic settings with
 # observation normalisation, rewards divided by the running std of the discounted return (the
-# raw returns, down to about -1,200 per episode, are far from the critic's initial outputs and
-# Adam at 1e-3 would take thousands of steps to reach them), a smaller initial exploration
-# noise (σ = e^-0.5 ≈ 0.6 of the half-range: σ = 1 saturates the torque bounds most of the
-# time) and a short horizon, γ 0.9, λ 0.95 (as rl-baselines3-zoo's Pendulum settings; the
-# swing-up needs no long credit assignment). 100 updates, 102,400 steps per seed. Measured
-# (mean of the last 5 updates, stochastic policy), with the reward scaled by the std of the
-# γ = 0.9 return: master seeds 0, 1 (4 seeds each) -217 and -212; master seeds 2, 3 (8 seeds
-# each) -207 and -258, worst seed -423 (with a fixed 0.99 for the scaling, as before: -246,
-# -182, -246, -237, worst -456). γ 0.95 was less
-# stable: one seed in eight learned (-200 by update 45) and then decayed to -1,000 as its
-# log-std kept shrinking; max_kl 0.02 instead of 0.01 was mixed (-207 and -336).
+# raw returns, down to about -1,200 per episode, are far from the critic's initial outputs), a
+# smaller initial exploration noise (σ = e^-0.5 ≈ 0.6 of the half-range: σ = 1 saturates the
+# torque bounds most of the time) and a short horizon, γ 0.9, λ 0.95 (as rl-baselines3-zoo's
+# Pendulum settings). Measured returns and the settings tried: docs/recipes/trpo.md.
 PENDULUM_CONFIG = dict(
     total_steps=102_400, normalize_observations=True, scale_rewards=True, log_std_init=-0.5,
 )
