@@ -4,7 +4,7 @@
 
     batch = trust_region.flatten_batch(traj, gae)                 # [T, E] -> N = T·E samples
     objectives = trust_region.policy_objectives(actor, batch, discrete=env.discrete)
-    fisher = trust_region.fisher_product(objectives, batch, damping=hp.damping)
+    fisher = trust_region.fisher_product(objectives, damping=hp.damping)
     result = pgkit.natural_gradient_step(objectives.surrogate, objectives.kl, objectives.params,
                                          fisher, max_kl=hp.max_kl, line_search=True)
     actor = objectives.rebuild(result.params)
