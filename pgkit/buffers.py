@@ -9,6 +9,13 @@
 A transition is any pytree of arrays (a dict, a NamedTuple ...). The buffer is a ring: once
 full, the oldest items are overwritten first. Everything is a pure function of the explicit
 :class:`BufferState`, so ``jax.vmap`` over a leading seed axis gives one buffer per seed.
+
+The off-policy recipes store :class:`Transition` items: :func:`transition_buffer` allocates a
+buffer for an environment's transitions and :func:`add_trajectory` adds the ``[K, E]`` steps of
+a time-major :class:`pgkit.rollout.Trajectory`::
+
+    state = transition_buffer(env, capacity=100_000)
+    state = add_trajectory(state, trajectory)                         # K·E items
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Int
 
-__all__ = ["BufferState", "ReplayBuffer", "Transition"]
+__all__ = ["BufferState", "ReplayBuffer", "Transition", "add_trajectory", "transition_buffer"]
 
 
 class Transition(NamedTuple):
@@ -217,3 +224,67 @@ class ReplayBuffer:
         )
         indices = jax.random.randint(key, (batch_size,), 0, jnp.maximum(size, 1))
         return jax.tree.map(lambda x: x[indices], state.data)
+
+
+def transition_buffer(env, capacity: int) -> BufferState:
+    """An empty replay buffer for the :class:`Transition` items of ``env``.
+
+    Items are ``Transition(obs [obs_size] float32, action, reward [] float32, discount []
+    float32, next_obs [obs_size] float32)`` with ``action`` float32 ``[action_size]`` for a
+    continuous (Box) action space and int32 ``[]`` for a discrete one.
+
+    Args:
+        env: a :class:`pgkit.envs.VecEnv` (uses ``discrete``, ``observation_size`` and
+            ``action_size``).
+        capacity: maximum number of transitions (static int ≥ 1).
+
+    Returns:
+        A :class:`BufferState` with zero-filled ``data`` (a :class:`Transition`, leaves
+        ``[capacity, *shape]``), position 0 and size 0.
+
+    Example:
+        >>> env = pgkit.envs.make("Pendulum-v1", num_envs=2)
+        >>> state = pgkit.buffers.transition_buffer(env, 100)
+        >>> state.data.obs.shape, state.data.action.shape, int(state.size)
+        ((100, 3), (100, 1), 0)
+    """
+    if env.discrete:
+        action = jnp.zeros((), jnp.int32)
+    else:
+        action = jnp.zeros((env.action_size,), jnp.float32)
+    obs = jnp.zeros((env.observation_size,), jnp.float32)
+    example = Transition(obs, action, jnp.float32(0.0), jnp.float32(0.0), obs)
+    return ReplayBuffer.init(example, capacity)
+
+
+def add_trajectory(state: BufferState, trajectory) -> BufferState:
+    """Add the ``[K, E]`` steps of a time-major trajectory to a buffer of :class:`Transition` items.
+
+    Step (t, e) becomes ``Transition(obs[t, e], actions[t, e], rewards[t, e], discounts[t, e],
+    next_obs[t, e])``; the K·E items are written in time-major order (t = 0 for every
+    environment, then t = 1, ...), so the newest steps are the last to be overwritten.
+
+    Args:
+        state: a buffer from :func:`transition_buffer` (or any buffer of :class:`Transition`
+            items with matching shapes).
+        trajectory: a :class:`pgkit.rollout.Trajectory` (uses ``obs``, ``actions``, ``rewards``,
+            ``discounts`` and ``next_obs``, each with leading axes ``[K, E]``).
+
+    Returns:
+        The updated :class:`BufferState` (K·E more items, as :meth:`ReplayBuffer.add`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> env = pgkit.envs.make("Pendulum-v1", num_envs=2)
+        >>> traj = pgkit.rollout.Trajectory(*([None] * 13))._replace(
+        ...     obs=jnp.zeros((3, 2, 3)), actions=jnp.zeros((3, 2, 1)), rewards=jnp.arange(6.0).reshape(3, 2),
+        ...     discounts=jnp.ones((3, 2)), next_obs=jnp.ones((3, 2, 3)))
+        >>> state = pgkit.buffers.add_trajectory(pgkit.buffers.transition_buffer(env, 8), traj)
+        >>> state.data.reward.tolist(), int(state.size)
+        ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.0, 0.0], 6)
+    """
+    transitions = Transition(
+        trajectory.obs, trajectory.actions, trajectory.rewards, trajectory.discounts, trajectory.next_obs
+    )
+    flat = jax.tree.map(lambda x: jnp.reshape(x, (-1, *x.shape[2:])), transitions)
+    return ReplayBuffer.add(state, flat)

@@ -1,20 +1,22 @@
-"""What the off-policy recipes (DDPG, TD3, SAC) share: their interaction loop, replay and checks.
+"""The interaction loop, warm-up and checks the off-policy recipes (DDPG, TD3, SAC) share.
 
 One ``update`` of an off-policy recipe steps E environments K times with a behaviour policy
-(:func:`uniform_actions` during the warm-up), stores the transitions (:func:`store`, into a
-buffer from :func:`empty_buffer`), then takes G gradient steps on replayed minibatches, gated
-by :func:`gated_scan` until ``learning_starts`` steps are stored::
+(:func:`uniform_actions` during the warm-up), stores the transitions in a replay buffer
+(:func:`pgkit.buffers.add_trajectory`, into one from :func:`pgkit.buffers.transition_buffer`),
+then takes G gradient steps on replayed minibatches, switched off by :func:`gated_scan` until
+``learning_starts`` environment steps have been taken::
 
-    env = offpolicy.make_env(config, env_name, discrete=False)
-    env_state, obs, noise, traj = offpolicy.collect(key, env, env_state, obs, behaviour, noise,
-                                                    num_steps=config.num_steps, gamma=hp.gamma)
-    buffer = offpolicy.store(buffer, traj)
-    carry, stats = offpolicy.gated_scan(env_steps >= config.learning_starts, gradient_step,
-                                        carry, key, offpolicy.gradient_steps_per_update(config))
+    check_config(config)
+    env = make_env(config, env_name, discrete=False)
+    env_state, obs, noise, traj = collect(key, env, env_state, obs, behaviour, noise,
+                                          num_steps=config.num_steps, gamma=hp.gamma)
+    buffer = pgkit.buffers.add_trajectory(buffer, traj)
+    carry, stats = gated_scan(env_steps >= config.learning_starts, gradient_step,
+                              carry, key, gradient_steps_per_update(config))
 
 The configuration functions read the options every off-policy ``Config`` has: ``num_envs``,
 ``num_steps``, ``updates_per_step``, ``learning_starts``, ``batch_size``, ``buffer_size`` and
-``hidden_sizes``.
+``hidden_sizes``; they raise :class:`pgkit.recipe.ConfigError` naming the option at fault.
 """
 
 from __future__ import annotations
@@ -25,23 +27,30 @@ import jax
 import jax.numpy as jnp
 
 from pgkit import envs, rollout
-from pgkit.buffers import BufferState, ReplayBuffer, Transition
 from pgkit.recipe import ConfigError
 
 __all__ = [
     "check_config",
     "collect",
-    "empty_buffer",
     "gated_scan",
     "gradient_steps_per_update",
     "make_env",
-    "store",
     "uniform_actions",
 ]
 
 
 def gradient_steps_per_update(config) -> int:
-    """G = num_envs·num_steps·updates_per_step, which must be a positive integer."""
+    """The gradient steps per update, G = num_envs·num_steps·updates_per_step.
+
+    Args:
+        config: an off-policy ``Config`` (uses ``num_envs``, ``num_steps``, ``updates_per_step``).
+
+    Returns:
+        G as a Python int (static: it is the length of the gradient-step scan).
+
+    Raises:
+        ConfigError: naming ``updates_per_step`` where G is not a positive integer.
+    """
     steps = config.num_envs * config.num_steps
     count = steps * config.updates_per_step
     if count < 1 or abs(count - round(count)) > 1e-9:
@@ -53,7 +62,20 @@ def gradient_steps_per_update(config) -> int:
 
 
 def check_config(config) -> None:
-    """ConfigErrors for the options every off-policy recipe shares."""
+    """Check the options every off-policy recipe shares; a :class:`ConfigError` names the one at fault.
+
+    ``hidden_sizes`` must be positive widths; ``buffer_size`` must hold one update's
+    num_envs·num_steps transitions and at least ``batch_size``; the first minibatch must come
+    from at least ``batch_size`` stored transitions (max(learning_starts, num_envs·num_steps) ≥
+    batch_size); G = num_envs·num_steps·updates_per_step must be a positive integer
+    (:func:`gradient_steps_per_update`).
+
+    Args:
+        config: an off-policy ``Config``.
+
+    Raises:
+        ConfigError: for the first option that fails.
+    """
     if not config.hidden_sizes or any(h < 1 for h in config.hidden_sizes):
         raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
     steps = config.num_envs * config.num_steps
@@ -84,7 +106,20 @@ def check_config(config) -> None:
 
 
 def make_env(config, env_name: str, *, discrete: bool | None):
-    """The training VecEnv; ``discrete`` = required action-space kind (None accepts both)."""
+    """The training :class:`pgkit.envs.VecEnv` of ``config.num_envs`` copies of ``env_name``.
+
+    Args:
+        config: an off-policy ``Config`` (uses ``num_envs``).
+        env_name: a name :func:`pgkit.envs.make` knows.
+        discrete: the action space the recipe requires: True (Discrete), False (Box) or None
+            (either).
+
+    Returns:
+        The VecEnv.
+
+    Raises:
+        ConfigError: where the environment's action space is not the required kind.
+    """
     env = envs.make(env_name, num_envs=config.num_envs)
     if discrete is not None and env.discrete != discrete:
         kind = "discrete (Discrete)" if discrete else "continuous (Box)"
@@ -92,31 +127,55 @@ def make_env(config, env_name: str, *, discrete: bool | None):
     return env
 
 
-def empty_buffer(env, capacity: int) -> BufferState:
-    """A replay buffer for the transitions of ``env``."""
-    if env.discrete:
-        action = jnp.zeros((), jnp.int32)
-    else:
-        action = jnp.zeros((env.action_size,), jnp.float32)
-    obs = jnp.zeros((env.observation_size,), jnp.float32)
-    example = Transition(obs, action, jnp.float32(0.0), jnp.float32(0.0), obs)
-    return ReplayBuffer.init(example, capacity)
-
-
 def uniform_actions(key, env):
-    """Uniformly random actions for every environment: U[−1, 1]^A or U{0, …, A−1}."""
+    """Uniformly random actions for every environment: U[−1, 1]^A or U{0, …, A−1}.
+
+    The warm-up behaviour of the off-policy recipes (actions live in [−1, 1]; the environment
+    rescales them to its Box bounds).
+
+    Args:
+        key: PRNG key.
+        env: a :class:`pgkit.envs.VecEnv` (uses ``num_envs``, ``discrete`` and ``action_size``
+            or ``num_actions``).
+
+    Returns:
+        float32 ``[E, action_size]`` for a Box action space, int32 ``[E]`` for a Discrete one.
+    """
     if env.discrete:
         return jax.random.randint(key, (env.num_envs,), 0, env.num_actions)
     return jax.random.uniform(key, (env.num_envs, env.action_size), minval=-1.0, maxval=1.0)
 
 
 def collect(key, env, env_state, obs, behaviour: Callable, noise_state, *, num_steps: int, gamma):
-    """K steps of every environment with ``behaviour``; a time-major Trajectory ``[K, E]``.
+    """K steps of every environment with ``behaviour``: a time-major Trajectory ``[K, E]``.
 
-    ``behaviour(key, obs [E, obs_size], noise_state) -> (actions, noise_state)``; the noise
-    state (any pytree with leading axis E, e.g. an Ornstein-Uhlenbeck process) restarts at 0
-    where an episode ends. ``discounts = γ(1 − terminated)``, ``next_obs`` is the true final
-    observation. Log-probs and values are zeros (an off-policy learner does not use them).
+    At step t: ``a_t, n_t = behaviour(key_t, s_t, n_{t-1})``, the environments step with
+    ``a_t``, and the noise state restarts at 0 in every environment whose episode ended
+    (n_t ← 0 where done_t), so each episode's noise starts afresh (an Ornstein-Uhlenbeck
+    process, say). The keys of step t are ``jax.random.split(key, (K, 2))[t]``: the first for
+    ``behaviour``, the second for ``env.step``.
+
+    Episode semantics: ``discounts = γ(1 − terminated)``, ``dones = terminated | truncated``,
+    and ``next_obs`` is the true next observation (``EnvStep.final_obs``: the final observation,
+    not the reset one, on a done step), so a truncated step bootstraps from it and a terminated
+    one does not. ``log_probs``, ``values`` and ``next_values`` are zeros (an off-policy learner
+    does not use them).
+
+    Args:
+        key: PRNG key.
+        env: a :class:`pgkit.envs.VecEnv` of E environments.
+        env_state: the environments' state.
+        obs: ``[E, obs_size]`` current observations s_0.
+        behaviour: ``behaviour(key, obs [E, obs_size], noise_state) -> (actions, noise_state)``;
+            actions ``[E, action_size]`` in [−1, 1] (int32 ``[E]`` for discrete actions).
+        noise_state: a pytree whose leaves have leading axis E (``()`` for none).
+        num_steps: K (static int).
+        gamma: γ, scalar (may be traced).
+
+    Returns:
+        ``(env_state, obs [E, obs_size], noise_state, trajectory)``: the state after the K steps
+        (``obs`` is s_K, the reset observation where the last step ended an episode) and a
+        :class:`pgkit.rollout.Trajectory` with leading axes ``[K, E]``.
     """
     keys = jax.random.split(key, (num_steps, 2))
 
@@ -152,17 +211,25 @@ def collect(key, env, env_state, obs, behaviour: Callable, noise_state, *, num_s
     return env_state, obs, noise_state, traj
 
 
-def store(buffer: BufferState, traj) -> BufferState:
-    """Add the ``[K, E]`` transitions of a Trajectory to the buffer (K·E items)."""
-    transitions = Transition(traj.obs, traj.actions, traj.rewards, traj.discounts, traj.next_obs)
-    flat = jax.tree.map(lambda x: jnp.reshape(x, (-1, *x.shape[2:])), transitions)
-    return ReplayBuffer.add(buffer, flat)
-
-
 def gated_scan(learning, step_fn, carry, key, length: int):
-    """``length`` gradient steps ``lax.scan(step_fn)`` when ``learning``, else nothing (zero stats).
+    """``length`` steps of ``jax.lax.scan(step_fn)`` where ``learning``, else the carry unchanged.
 
-    Returns the new carry and the per-step statistics averaged over the steps.
+    The warm-up gate of an off-policy update: ``step_fn(carry, key) -> (carry, stats)`` runs
+    with the keys ``jax.random.split(key, length)`` and the statistics are averaged over the
+    steps; while not ``learning`` the carry comes back as it was and every statistic is 0
+    (same shapes and dtypes). Under ``vmap`` with a batched ``learning`` the ``lax.cond``
+    becomes a select: both branches run, and the gate chooses each member's result.
+
+    Args:
+        learning: bool scalar (may be traced).
+        step_fn: one gradient step, ``(carry, key) -> (carry, stats pytree)``.
+        carry: the optimisation state (networks, optimiser states, ...).
+        key: PRNG key.
+        length: number of steps (static int ≥ 1).
+
+    Returns:
+        ``(carry, stats)``: the new carry and the mean of each statistic over the steps (zeros
+        where not learning).
     """
     keys = jax.random.split(key, length)
 

@@ -29,14 +29,15 @@ actor is a categorical policy, and every expectation over actions is computed ex
 The critics are updated first and the actor and temperature then use the updated critics, as
 in the authors' implementation. Episode semantics, warm-up, the loop's shape (one environment
 step and one gradient step per update by default) and the on-device replay are shared with
-DDPG and TD3 (``pgkit.offpolicy``): truncation bootstraps from the true final observation, termination
-does not.
+DDPG and TD3 (``pgkit.offpolicy``, ``pgkit.buffers``): truncation bootstraps from the true
+final observation, termination does not.
 
 Defaults: the RL-Zoo Pendulum-v1 setting (20,000 steps, Adam lr 1e-3 for actor, critics and
 temperature, one gradient step per environment step) with γ = 0.98 (as for DDPG and TD3),
 the paper's τ = 0.005, two hidden layers of 256 ReLU units and batch 256, α₀ = 1 tuned
-towards H̄ = −|A|, and 1,000 uniformly random warm-up steps. Discrete actions default to Christodoulou's H̄ = 0.98·log|A|,
-which keeps the policy near uniform for long; smaller fractions learn faster (see below).
+towards H̄ = −|A|, and 1,000 uniformly random warm-up steps. Discrete actions default to
+Christodoulou's H̄ = 0.98·log|A|, which keeps the policy near uniform for long; smaller
+fractions learn faster (``docs/recipes/sac.md``).
 
 Tested configurations, measured returns and tuning history: ``docs/recipes/sac.md``.
 """
@@ -52,7 +53,7 @@ import jax.numpy as jnp
 import optax
 
 import pgkit
-from pgkit import nn, offpolicy, rollout
+from pgkit import buffers, nn, offpolicy, rollout
 from pgkit.buffers import BufferState, ReplayBuffer
 from pgkit.recipe import Recipe, hyperparameters, option
 
@@ -149,7 +150,7 @@ def make(config: Config, env_name: str) -> Recipe:
             actor_opt=optax.adam(hp.actor_lr).init(eqx.filter(actor, eqx.is_array)),
             critic_opt=optax.adam(hp.critic_lr).init(eqx.filter(critic, eqx.is_array)),
             alpha_opt=optax.adam(hp.alpha_lr).init(eqx.filter(log_alpha, eqx.is_array)),
-            buffer=offpolicy.empty_buffer(env, config.buffer_size),
+            buffer=buffers.transition_buffer(env, config.buffer_size),
             env_state=env_state,
             obs=obs,
             key=key,
@@ -268,7 +269,7 @@ def make(config: Config, env_name: str) -> Recipe:
             collect_key, env, state.env_state, state.obs, behaviour, (),
             num_steps=config.num_steps, gamma=hp.gamma,
         )
-        buffer = offpolicy.store(state.buffer, traj)
+        buffer = buffers.add_trajectory(state.buffer, traj)
         env_steps = state.env_steps + steps_per_update
         carry = (
             state.actor, state.critic, state.target_critic, state.log_alpha,

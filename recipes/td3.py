@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 import pgkit
-from pgkit import nn, offpolicy, rollout
+from pgkit import buffers, nn, offpolicy, rollout
 from pgkit.buffers import BufferState, ReplayBuffer
 from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
@@ -127,7 +127,7 @@ def make(config: Config, env_name: str) -> Recipe:
             targets=networks,
             actor_opt=optax.adam(hp.actor_lr).init(eqx.filter(actor, eqx.is_array)),
             critic_opt=optax.adam(hp.critic_lr).init(eqx.filter(critic, eqx.is_array)),
-            buffer=offpolicy.empty_buffer(env, config.buffer_size),
+            buffer=buffers.transition_buffer(env, config.buffer_size),
             env_state=env_state,
             obs=obs,
             key=key,
@@ -190,7 +190,7 @@ def make(config: Config, env_name: str) -> Recipe:
             collect_key, env, state.env_state, state.obs, behaviour, (),
             num_steps=config.num_steps, gamma=hp.gamma,
         )
-        buffer = offpolicy.store(state.buffer, traj)
+        buffer = buffers.add_trajectory(state.buffer, traj)
         env_steps = state.env_steps + steps_per_update
         carry = (state.networks, state.targets, state.actor_opt, state.critic_opt)
         (networks, targets, actor_opt, critic_opt), stats = offpolicy.gated_scan(

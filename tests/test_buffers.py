@@ -1,4 +1,5 @@
-"""pgkit.buffers: ring-buffer adds against a NumPy reference, uniform sampling, errors, vmap."""
+"""pgkit.buffers: ring-buffer adds against a NumPy reference, uniform sampling, errors, vmap;
+the off-policy recipes' transition buffer and trajectory adds."""
 
 import doctest
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 import pgkit
-from pgkit import buffers
-from pgkit.buffers import ReplayBuffer
+from pgkit import buffers, envs, rollout
+from pgkit.buffers import ReplayBuffer, Transition
 
 CAPACITY = 8
 
@@ -150,6 +151,74 @@ def test_vmap_over_seeds_equals_separate_buffers():
         jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[s], b), state, single)
         expected = sample(single, keys[s], batch_size=4)
         jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[s], b), drawn, expected)
+
+
+def _trajectory(num_steps, num_envs, start=0):
+    """A [K, E] Trajectory whose rewards number the steps in time-major order (start, start+1, ...)."""
+    ids = jnp.arange(start, start + num_steps * num_envs, dtype=jnp.float32).reshape(num_steps, num_envs)
+    return rollout.Trajectory(*([None] * 13))._replace(
+        obs=jnp.stack([ids, -ids, 2 * ids], axis=-1),
+        actions=(ids / 100.0)[..., None],
+        rewards=ids,
+        discounts=jnp.where(ids % 3 == 0, 0.0, 0.9),
+        next_obs=jnp.stack([ids + 0.5, -ids, 2 * ids], axis=-1),
+    )
+
+
+@pytest.mark.parametrize("name, action_shape, dtype", [("Pendulum-v1", (1,), jnp.float32), ("CartPole-v1", (), jnp.int32)])
+def test_transition_buffer_fits_the_environment(name, action_shape, dtype):
+    env = envs.make(name, num_envs=3)
+    state = buffers.transition_buffer(env, 7)
+    assert isinstance(state.data, Transition) and int(state.size) == 0 and int(state.position) == 0
+    assert state.data.action.shape == (7, *action_shape) and state.data.action.dtype == dtype
+    assert state.data.obs.shape == state.data.next_obs.shape == (7, env.observation_size)
+    assert state.data.reward.shape == state.data.discount.shape == (7,)
+    assert all(leaf.dtype == jnp.float32 for leaf in (state.data.obs, state.data.reward, state.data.discount))
+
+
+def test_add_trajectory_writes_time_major_transitions_in_order():
+    env = envs.make("Pendulum-v1", num_envs=2)
+    state = buffers.add_trajectory(buffers.transition_buffer(env, 5), _trajectory(2, 2))
+    assert int(state.size) == 4 and int(state.position) == 4
+    # [T, E] = [[0, 1], [2, 3]]: stored as t=0 (e=0, e=1), then t=1
+    np.testing.assert_array_equal(state.data.reward, [0.0, 1.0, 2.0, 3.0, 0.0])
+    np.testing.assert_array_equal(state.data.discount, np.float32([0.0, 0.9, 0.9, 0.0, 0.0]))
+    np.testing.assert_array_equal(state.data.obs[:4, 0], [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(state.data.next_obs[:4, 0], [0.5, 1.5, 2.5, 3.5])
+    np.testing.assert_array_equal(state.data.action[:4, 0], np.float32([0.0, 1.0, 2.0, 3.0]) / np.float32(100.0))
+    drawn = ReplayBuffer.sample(state, jax.random.key(2), 64)
+    assert set(np.asarray(drawn.reward).tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    # items stay whole: each sampled field comes from the same step
+    np.testing.assert_array_equal(drawn.obs[:, 0], drawn.reward)
+    np.testing.assert_array_equal(drawn.next_obs[:, 0], drawn.reward + 0.5)
+
+
+def test_add_trajectory_equals_adding_the_steps_one_by_one():
+    # identity: K·E items at once == item by item in time-major order, also when the ring wraps
+    env = envs.make("Pendulum-v1", num_envs=3)
+    empty = buffers.transition_buffer(env, 10)
+    at_once, one_by_one = empty, empty
+    start = 0
+    for num_steps in (2, 3, 1, 4):  # 6, 9, 3 and 12 items: wraps, and the last exceeds the capacity
+        traj = _trajectory(num_steps, 3, start)
+        start += 3 * num_steps
+        at_once = jax.jit(buffers.add_trajectory)(at_once, traj)
+        for t in range(num_steps):
+            for e in range(3):
+                item = Transition(traj.obs[t, e], traj.actions[t, e], traj.rewards[t, e], traj.discounts[t, e],
+                                  traj.next_obs[t, e])
+                one_by_one = ReplayBuffer.add(one_by_one, jax.tree.map(lambda x: x[None], item))
+        jax.tree.map(np.testing.assert_array_equal, at_once, one_by_one)
+    assert int(at_once.size) == 10 and int(at_once.position) == start % 10
+
+
+def test_discrete_actions_are_stored_as_int32():
+    env = envs.make("CartPole-v1", num_envs=2)
+    traj = _trajectory(2, 2)._replace(actions=jnp.array([[0, 1], [1, 0]], jnp.int32), obs=jnp.zeros((2, 2, 4)),
+                                      next_obs=jnp.ones((2, 2, 4)))
+    state = buffers.add_trajectory(buffers.transition_buffer(env, 4), traj)
+    np.testing.assert_array_equal(state.data.action, [0, 1, 1, 0])
+    assert state.data.action.dtype == jnp.int32
 
 
 def test_docstring_examples_run():

@@ -1,4 +1,5 @@
-"""pgkit.offpolicy: the interaction loop, replay and checks that DDPG, TD3 and SAC share."""
+"""pgkit.offpolicy: the interaction loop, warm-up gate and checks that DDPG, TD3 and SAC share
+(their transition buffer is tested in tests/test_buffers.py)."""
 
 import dataclasses
 
@@ -7,8 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgkit import envs, offpolicy, rollout
-from pgkit.buffers import ReplayBuffer, Transition
+from pgkit import envs, offpolicy
 from pgkit.recipe import ConfigError
 
 
@@ -66,23 +66,85 @@ def test_truncated_pendulum_steps_bootstrap():
     np.testing.assert_allclose(traj.discounts, 0.99)  # truncation keeps the discount: it bootstraps
 
 
-def test_store_writes_time_major_transitions_in_order():
+def _hand_stepped(key, env, env_state, obs, behaviour, noise, num_steps, gamma):
+    """Oracle: the loop written out step by step in Python, one jitted env.step at a time."""
+    keys = jax.random.split(key, (num_steps, 2))
+    step_fn = jax.jit(env.step)
+    fields = {name: [] for name in ("obs", "actions", "rewards", "discounts", "dones", "terminated", "truncated",
+                                    "next_obs", "episode_returns", "episode_lengths")}
+    for t in range(num_steps):
+        actions, noise = behaviour(keys[t, 0], obs, noise)
+        env_state, step = step_fn(keys[t, 1], env_state, actions)
+        terminated, truncated = np.asarray(step.terminated), np.asarray(step.truncated)
+        done = terminated | truncated
+        for name, value in (("obs", obs), ("actions", actions), ("rewards", step.reward),
+                            ("discounts", gamma * (1.0 - terminated.astype(np.float32))), ("dones", done),
+                            ("terminated", terminated), ("truncated", truncated), ("next_obs", step.final_obs),
+                            ("episode_returns", step.episode_return), ("episode_lengths", step.episode_length)):
+            fields[name].append(np.asarray(value))
+        noise = np.where(done[:, None], 0.0, np.asarray(noise))  # a new episode starts its noise afresh
+        obs = step.obs
+    return np.asarray(obs), noise, {name: np.stack(values) for name, values in fields.items()}
+
+
+@pytest.mark.parametrize("name, num_envs, num_steps", [("CartPole-v1", 3, 60), ("Pendulum-v1", 2, 203)])
+def test_collect_equals_the_hand_stepped_loop(name, num_envs, num_steps):
+    env = envs.make(name, num_envs=num_envs)
+    gamma = 0.95
+
+    def behaviour(key, obs, noise):
+        # a noise state that decays and accumulates draws: it must restart at 0 at every done
+        noise = 0.5 * noise + jax.random.uniform(key, noise.shape, minval=-1.0, maxval=1.0)
+        if env.discrete:
+            return (noise[:, 0] > 0).astype(jnp.int32), noise
+        return jnp.clip(noise, -1.0, 1.0), noise
+
+    env_state, obs = env.reset(jax.random.key(7))
+    noise = jnp.zeros((num_envs, 1))
+    key = jax.random.key(8)
+    run = jax.jit(lambda k, s, o, n: offpolicy.collect(k, env, s, o, behaviour, n, num_steps=num_steps, gamma=gamma))
+    _, last_obs, last_noise, traj = run(key, env_state, obs, noise)
+    expected_obs, expected_noise, expected = _hand_stepped(key, env, env_state, obs, behaviour, noise, num_steps, gamma)
+    assert traj.obs.shape == (num_steps, num_envs, env.observation_size)
+    assert expected["dones"].any()  # episode ends inside the rollout: terminations (CartPole), the time limit (Pendulum)
+    for field, value in expected.items():
+        if value.dtype == np.float32:
+            np.testing.assert_allclose(getattr(traj, field), value, rtol=1e-6, atol=1e-6, err_msg=field)
+        else:
+            np.testing.assert_array_equal(getattr(traj, field), value, err_msg=field)
+    np.testing.assert_allclose(last_obs, expected_obs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(last_noise, expected_noise, rtol=1e-6, atol=1e-6)
+    for zeros in (traj.log_probs, traj.values, traj.next_values):
+        np.testing.assert_array_equal(zeros, 0.0)
+
+
+def test_truncated_next_obs_is_the_final_observation_not_the_reset_one():
+    # Pendulum's observation (cos θ, sin θ, θ̇) follows θ_{t+1} = θ_t + θ̇_{t+1}·dt, dt = 0.05: every
+    # stored (obs, next_obs) pair, the truncated one included, must be one step of the dynamics,
+    # while the reset observation after the time limit is not.
     env = envs.make("Pendulum-v1", num_envs=2)
-    buffer = offpolicy.empty_buffer(env, 5)
-    traj = rollout.Trajectory(*([None] * 13))._replace(
-        obs=jnp.zeros((2, 2, 3)),
-        actions=jnp.zeros((2, 2, 1)),
-        rewards=jnp.array([[1.0, 2.0], [3.0, 4.0]]),  # [T, E]: stored as t=0 (e=0, e=1), then t=1
-        discounts=jnp.full((2, 2), 0.9),
-        next_obs=jnp.ones((2, 2, 3)),
-    )
-    buffer = offpolicy.store(buffer, traj)
-    assert int(buffer.size) == 4 and int(buffer.position) == 4
-    np.testing.assert_array_equal(buffer.data.reward, [1.0, 2.0, 3.0, 4.0, 0.0])
-    np.testing.assert_allclose(buffer.data.discount, [0.9, 0.9, 0.9, 0.9, 0.0])
-    sample = ReplayBuffer.sample(buffer, jax.random.key(2), 64)
-    assert set(np.asarray(sample.reward).tolist()) <= {1.0, 2.0, 3.0, 4.0}
-    assert sample.obs.shape == (64, 3) and sample.action.shape == (64, 1)
+    behaviour = lambda key, obs, noise: (offpolicy.uniform_actions(key, env), noise)
+
+    @jax.jit
+    def run_collect(key):
+        state, obs = env.reset(key)
+        return offpolicy.collect(key, env, state, obs, behaviour, (), num_steps=202, gamma=0.9)
+
+    _, _, _, traj = run_collect(jax.random.key(3))
+    obs, next_obs = np.asarray(traj.obs, np.float64), np.asarray(traj.next_obs, np.float64)
+
+    def step_error(before, after):
+        turned = np.arctan2(after[..., 1], after[..., 0]) - np.arctan2(before[..., 1], before[..., 0])
+        wrapped = (turned - after[..., 2] * 0.05 + np.pi) % (2 * np.pi) - np.pi
+        return np.abs(wrapped)
+
+    truncated = np.asarray(traj.truncated)
+    assert truncated[199].all() and truncated.sum() == 2
+    assert step_error(obs, next_obs).max() < 1e-5  # every transition, the truncated ones included
+    np.testing.assert_allclose(traj.discounts[199], 0.9)  # and they bootstrap
+    reset_obs = obs[200]  # what the environments act on after the time limit: a fresh random state
+    assert (step_error(obs[199], reset_obs) > 1e-3).all()
+    assert not np.allclose(next_obs[199], reset_obs)
 
 
 def test_gated_scan_skips_and_reports_zeros():
@@ -93,6 +155,28 @@ def test_gated_scan_skips_and_reports_zeros():
     assert float(carry) == 2.0 and float(stats["value"]) == 0.0
     carry, stats = jax.jit(lambda flag: offpolicy.gated_scan(flag, step, jnp.float32(2.0), jax.random.key(0), 3))(True)
     assert float(carry) == 5.0 and 3.0 <= float(stats["value"]) <= 4.0
+
+
+def test_gated_scan_under_vmap_leaves_the_waiting_members_untouched():
+    # vmap turns the cond into a select: both branches run, each member keeps its own result
+    def step(carry, key):
+        return {"w": carry["w"] + 1.0, "n": carry["n"] + 1}, {"loss": jax.random.uniform(key) + 1.0}
+
+    flags = jnp.array([False, True, False, True])
+    carry = {"w": jnp.arange(4.0), "n": jnp.zeros(4, jnp.int32)}
+    keys = jax.random.split(jax.random.key(1), 4)
+    run = jax.jit(jax.vmap(lambda flag, c, k: offpolicy.gated_scan(flag, step, c, k, 5)))
+    new, stats = run(flags, carry, keys)
+    np.testing.assert_array_equal(new["w"], [0.0, 6.0, 2.0, 8.0])
+    np.testing.assert_array_equal(new["n"], [0, 5, 0, 5])
+    assert new["n"].dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(stats["loss"])[[0, 2]], 0.0)
+    assert (np.asarray(stats["loss"])[[1, 3]] > 1.0).all()
+    # a learning member's statistics are the mean over its steps, with the keys split from its key
+    single_carry, single_stats = offpolicy.gated_scan(True, step, {"w": jnp.float32(1.0), "n": jnp.int32(0)}, keys[1], 5)
+    draws = jax.vmap(jax.random.uniform)(jax.random.split(keys[1], 5)) + 1.0
+    np.testing.assert_allclose(single_stats["loss"], draws.mean(), rtol=1e-6)
+    np.testing.assert_allclose(stats["loss"][1], single_stats["loss"], rtol=1e-6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +192,7 @@ class _Options:  # the options every off-policy Config has
 
 def test_config_checks_name_the_option():
     offpolicy.check_config(_Options())
+    offpolicy.check_config(_Options(num_envs=8, num_steps=8, learning_starts=0))  # one update fills a minibatch
     assert offpolicy.gradient_steps_per_update(_Options(num_envs=4, num_steps=2, updates_per_step=0.25)) == 2
     for overrides, message in [
         ({"updates_per_step": 0.3}, "'updates_per_step' times num_envs\\*num_steps=1 must be a positive integer"),
@@ -120,19 +205,16 @@ def test_config_checks_name_the_option():
             offpolicy.check_config(_Options(**overrides))
 
 
-def test_make_env_checks_the_action_space_and_the_empty_buffer_fits_it():
+def test_make_env_checks_the_action_space():
     with pytest.raises(ConfigError, match="'CartPole-v1' must have continuous \\(Box\\) actions"):
         offpolicy.make_env(_Options(), "CartPole-v1", discrete=False)
     with pytest.raises(ConfigError, match="'Pendulum-v1' must have discrete"):
         offpolicy.make_env(_Options(), "Pendulum-v1", discrete=True)
-    for name, action_shape, dtype in (("Pendulum-v1", (7, 1), jnp.float32), ("CartPole-v1", (7,), jnp.int32)):
+    for name, action_shape, dtype in (("Pendulum-v1", (3, 1), jnp.float32), ("CartPole-v1", (3,), jnp.int32)):
         env = offpolicy.make_env(_Options(num_envs=3), name, discrete=None)
-        buffer = offpolicy.empty_buffer(env, 7)
-        assert isinstance(buffer.data, Transition) and int(buffer.size) == 0
-        assert buffer.data.action.shape == action_shape and buffer.data.action.dtype == dtype
-        assert buffer.data.obs.shape == buffer.data.next_obs.shape == (7, env.observation_size)
+        assert env.num_envs == 3
         actions = offpolicy.uniform_actions(jax.random.key(0), env)
-        assert actions.shape == (3, *action_shape[1:])
+        assert actions.shape == action_shape and actions.dtype == dtype
 
 
 def test_uniform_actions_cover_the_action_space_uniformly():
