@@ -745,3 +745,27 @@ def test_natural_gradient_step_takes_a_given_direction_and_vmaps():
         single = pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=radius, cg_iterations=4,
                                              line_search=True).params
         np.testing.assert_allclose(batched[i], single, rtol=1e-6)
+
+
+def test_natural_gradient_step_jit_equals_eager_without_retracing_and_checks_cg_iterations():
+    g, fisher, surrogate_fn, kl_fn, fvp = _quadratic_problem(jax.random.key(3))
+    traces = []
+
+    @jax.jit
+    def step(max_kl, ratio):
+        traces.append(None)
+        return pgkit.natural_gradient_step(surrogate_fn, lambda p: 4.0 * kl_fn(p), jnp.zeros(4), fvp,
+                                           max_kl=max_kl, cg_iterations=4, line_search=True,
+                                           backtrack_ratio=ratio, max_backtracks=6)
+
+    for max_kl, ratio in ((0.01, 0.5), (0.03, 0.8)):
+        jitted = step(jnp.asarray(max_kl), jnp.asarray(ratio))
+        eager = pgkit.natural_gradient_step(surrogate_fn, lambda p: 4.0 * kl_fn(p), jnp.zeros(4), fvp,
+                                            max_kl=max_kl, cg_iterations=4, line_search=True,
+                                            backtrack_ratio=ratio, max_backtracks=6)
+        np.testing.assert_allclose(jitted.params, eager.params, rtol=1e-6, atol=1e-8)
+        assert int(jitted.num_backtracks) == int(eager.num_backtracks) >= 1  # the KL is 4x its model
+        assert float(jitted.kl) <= max_kl
+    assert len(traces) == 1  # new float max_kl and backtrack_ratio do not retrace
+    with pytest.raises(ValueError, match="cg_iterations"):
+        pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02, cg_iterations=2.0)
