@@ -1,4 +1,8 @@
-"""The house layout, checked on the source: no recipe imports another; no private name crosses a file."""
+"""The house layout, checked on the source: no recipe imports another; no private name crosses a file.
+
+A private module (``pgkit/_checks.py``, as equinox's ``_linear.py``) may be imported: the names
+inside it are public to the package; a name with a leading underscore is used only in its file.
+"""
 
 import ast
 import importlib.util
@@ -40,7 +44,8 @@ def crossings(path: Path) -> list[str]:
                     modules[alias.asname or alias.name.partition(".")[0]] = alias.asname and alias.name or alias.name.partition(".")[0]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
-                if _private(alias.name) and _is_our_module(node.module, path.parent):
+                private_module = _is_our_module(f"{node.module}.{alias.name}", path.parent)  # pgkit._checks
+                if _private(alias.name) and not private_module and _is_our_module(node.module, path.parent):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}")
                 elif _is_our_module(f"{node.module}.{alias.name}", path.parent):
                     modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
