@@ -68,13 +68,18 @@ def test_orthogonal_init_square_layers_and_gains():
     assert not np.allclose(net.layers[1].kernel, other.layers[1].kernel)
 
 
-def test_thin_q_is_the_positive_diagonal_qr_of_lapack():
-    # Oracle: NumPy's LAPACK QR with the sign fix diag(R) > 0 (the unique thin QR).
-    for i, shape in enumerate([(8, 8), (8, 4), (16, 3), (5, 1), (64, 64)]):
-        a = np.asarray(jax.random.normal(jax.random.key(10 + i), shape), np.float64)
+def test_orthogonal_linear_is_the_positive_diagonal_qr_of_lapack():
+    # orthogonal_linear(in, out, key=k) orthogonalises the Gaussian matrix drawn from k in its tall
+    # shape [max, min], as torch.nn.init.orthogonal_ does. Oracle: NumPy's LAPACK QR of that matrix
+    # with the sign fix diag(R) > 0 (the unique thin QR); the kernel is Q for a wide layer, Qᵀ else.
+    for i, (in_size, out_size) in enumerate([(8, 8), (4, 8), (8, 4), (3, 16), (1, 5), (64, 64)]):
+        key = jax.random.key(10 + i)
+        tall = (max(in_size, out_size), min(in_size, out_size))
+        a = np.asarray(jax.random.normal(key, tall, jnp.float32), np.float64)
         q, r = np.linalg.qr(a)
         q = q * np.sign(np.diag(r))
-        np.testing.assert_allclose(jax.jit(nn._thin_q)(jnp.asarray(a, jnp.float32)), q, atol=2e-5)
+        kernel = nn.orthogonal_linear(in_size, out_size, gain=1.0, key=key).kernel
+        np.testing.assert_allclose(kernel, q.T if out_size >= in_size else q, atol=2e-5)
 
 
 def test_thin_q_stays_orthogonal_for_an_ill_conditioned_matrix():
