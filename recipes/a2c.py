@@ -237,8 +237,7 @@ def make(config: Config, env_name: str) -> Recipe:
         grads, stats = jax.grad(loss_fn, has_aux=True)(model, traj, advantages, targets, hp)
         updates, opt_state = optimizer(hp).update(grads, state.opt_state)
         model = optax.apply_updates(model, updates)
-        mean_return, episodes = rollout.completed_episode_statistics(traj)
-        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats["episode_return"] = last_return
         stats["episodes"] = episodes.astype(jnp.float32)
         stats["advantage"] = advantages.mean()

@@ -257,8 +257,7 @@ def make(config: Config, env_name: str) -> Recipe:
         critic, critic_opt = apply(critic, state.critic_opt_state, critic_ascent, hp.critic_lr, hp)
         actor, actor_opt = apply(actor, state.actor_opt_state, actor_ascent, hp.lr, hp)
 
-        mean_return, episodes = rollout.completed_episode_statistics(traj)
-        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats["episode_return"] = last_return
         stats["episodes"] = episodes.astype(jnp.float32)
         stats["entropy"] = entropy_of(state.actor, s)

@@ -3,8 +3,8 @@
 Algorithm (Schulman et al., 2017, "Proximal Policy Optimization Algorithms",
 https://arxiv.org/abs/1707.06347), one ``update``:
 
-    collect T steps from E environments with π_old                 pgkit.rollout.rollout
-    advantages, value targets by GAE(γ, λ)                          pgkit.gae
+    collect T steps from E environments with π_old,
+    advantages, value targets by GAE(γ, λ)          pgkit.rollout.gae_rollout (rollout, pgkit.gae)
     for each of K epochs, for each of M minibatches:
         normalise advantages within the minibatch (optional)
         L = E[clip or KL-penalty surrogate] + c_v·value loss − c_e·entropy
@@ -180,13 +180,9 @@ def make(config: Config, env_name: str) -> Recipe:
         key, rollout_key, perm_key = jax.random.split(state.key, 3)
         actor, critic = state.networks
 
-        act_fn = rollout.actor_critic_act_fn(actor, critic, discrete=env.discrete)
-        env_state, obs, traj = rollout.rollout(
-            rollout_key, env, state.env_state, state.obs, act_fn,
-            num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(critic),
-        )
-        gae = pgkit.gae(
-            traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
+        env_state, obs, traj, gae = rollout.gae_rollout(
+            rollout_key, env, state.env_state, state.obs, actor, critic,
+            num_steps=config.num_steps, gamma=hp.gamma, lambda_=hp.gae_lambda,
         )
         flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), (traj, gae.advantages, gae.targets))
         # the behaviour policy's raw parameters, for the analytic KL of the penalty objective
@@ -219,8 +215,7 @@ def make(config: Config, env_name: str) -> Recipe:
             beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
             stats["kl"] = kl
             stats["beta"] = beta
-        mean_return, episodes = rollout.completed_episode_statistics(traj)
-        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats["episode_return"] = last_return
         stats["episodes"] = episodes.astype(jnp.float32)
         new_state = State(networks, opt_state, env_state, obs, key, step, beta, last_return)

@@ -303,8 +303,7 @@ def make(config: Config, env_name: str) -> Recipe:
             stats["value_loss"] = value_loss
 
         first = traj._replace(dones=traj.dones & mask)
-        mean_return, episodes = rollout.completed_episode_statistics(first)
-        last_return = jnp.where(episodes > 0, mean_return, state.last_return)
+        last_return, _ = rollout.latest_episode_return(first, state.last_return)
         stats.update(
             episode_return=last_return,
             episode_length=jnp.sum(mask) / config.num_envs,
