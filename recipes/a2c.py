@@ -179,12 +179,7 @@ def make(config: Config, env_name: str) -> Recipe:
                 log_std = jnp.full((env.action_size,), config.log_std_init, jnp.float32)
                 model = SharedActorCritic(env.observation_size, env.action_size, log_std=log_std, key=model_key, **net)
         else:
-            if env.discrete:
-                actor = nn.CategoricalPolicy(env.observation_size, env.num_actions, key=actor_key, **net)
-            else:
-                actor = nn.GaussianPolicy(
-                    env.observation_size, env.action_size, log_std_init=config.log_std_init, key=actor_key, **net
-                )
+            actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
             model = SeparateActorCritic(actor, nn.ValueCritic(env.observation_size, key=critic_key, **net))
         env_state, obs = env.reset(env_key)
         opt_state = optimizer(hp).init(eqx.filter(model, eqx.is_array))

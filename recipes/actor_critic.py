@@ -139,12 +139,7 @@ def make(config: Config, env_name: str) -> Recipe:
     def init(key, hp: HParams) -> State:
         key, actor_key, critic_key, env_key, action_key = jax.random.split(key, 5)
         net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
-        if env.discrete:
-            actor = nn.CategoricalPolicy(env.observation_size, env.num_actions, key=actor_key, **net)
-        else:
-            actor = nn.GaussianPolicy(
-                env.observation_size, env.action_size, log_std_init=config.log_std_init, key=actor_key, **net
-            )
+        actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
         if config.variant != "qac":
             critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
         elif env.discrete:

@@ -109,9 +109,7 @@ def make(config: Config, env_name: str) -> Recipe:
 
     def build_policy(key):
         net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation, key=key)
-        if env.discrete:
-            return nn.CategoricalPolicy(env.observation_size, env.num_actions, **net)
-        return nn.GaussianPolicy(env.observation_size, env.action_size, log_std_init=config.log_std_init, **net)
+        return nn.policy_for(env, log_std_init=config.log_std_init, **net)
 
     # the structure (static parts and the unflattening) does not depend on the key
     template_params, static = eqx.partition(build_policy(jax.random.PRNGKey(0)), eqx.is_array)
