@@ -48,6 +48,7 @@ __all__ = [
     "greedy_action",
     "policy_for",
     "fit_value",
+    "thin_q",
 ]
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -79,7 +80,7 @@ def _check_size(name: str, value, *, allow_scalar: bool = False) -> None:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
-def _thin_q(a: Array) -> Array:
+def thin_q(a: Array) -> Array:
     """Q of the thin QR a = QR ([n, m], n >= m) with diag(R) > 0, by Gram–Schmidt twice.
 
     Column k of Q is column k of ``a`` with its components along columns 0..k−1 of Q removed
@@ -119,7 +120,7 @@ def _orthogonal_matrices(keys: PRNGKeyArray, shapes: tuple[tuple[int, int], ...]
     n, m = max(t[0] for t in tall), max(t[1] for t in tall)
     gaussians = [jax.random.normal(key, shape, jnp.float32) for key, shape in zip(keys, tall)]
     padded = jnp.stack([jnp.pad(g, ((0, n - g.shape[0]), (0, m - g.shape[1]))) for g in gaussians])
-    qs = jax.vmap(_thin_q)(padded)
+    qs = jax.vmap(thin_q)(padded)
     matrices = []
     for i, ((rows, cols), (long, short)) in enumerate(zip(shapes, tall)):
         q = qs[i, :long, :short]
@@ -780,6 +781,7 @@ def policy_for(env, *, hidden_sizes: Sequence[int] = (64, 64), activation: str =
 
     Example:
         >>> import jax
+        >>> import pgkit.envs
         >>> env = pgkit.envs.make("Pendulum-v1", num_envs=1)
         >>> type(pgkit.nn.policy_for(env, hidden_sizes=(8,), key=jax.random.key(0))).__name__
         'GaussianPolicy'

@@ -87,10 +87,10 @@ def test_thin_q_stays_orthogonal_for_an_ill_conditioned_matrix():
     u, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.key(20), (32, 32)), np.float64))
     v, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.key(21), (32, 32)), np.float64))
     a = (u * np.logspace(0, -5, 32)) @ v.T  # condition number 1e5
-    q = np.asarray(jax.jit(nn._thin_q)(jnp.asarray(a, jnp.float32)), np.float64)
+    q = np.asarray(jax.jit(nn.thin_q)(jnp.asarray(a, jnp.float32)), np.float64)
     assert np.max(np.abs(q.T @ q - np.eye(32))) < 1e-5
     with pytest.raises(ValueError, match="tall"):
-        nn._thin_q(jnp.ones((2, 3)))
+        nn.thin_q(jnp.ones((2, 3)))
 
 
 def test_mlp_layers_are_the_single_layers_of_its_split_keys():
