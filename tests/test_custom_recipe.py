@@ -135,5 +135,5 @@ def test_built_in_recipes_are_recorded_by_name_and_old_run_directories_still_res
     experiment.train(ppo, seeds=1, config=small, chunk=2, out=tmp_path / "run", stop_after_chunks=1, log=None)
     spec = json.loads((tmp_path / "run" / "config.json").read_text())
     assert spec["recipe"] == "ppo" and spec.pop("recipe_source") == {"builtin": "ppo"}
-    (tmp_path / "run" / "config.json").write_text(json.dumps(spec))  # as pgkit 0.2.0 wrote it
+    (tmp_path / "run" / "config.json").write_text(json.dumps(spec))  # config.json as pgkit 0.2.0 wrote it, without recipe_source
     ref.assert_bit_identical(whole, experiment.resume(tmp_path / "run", log=None))
