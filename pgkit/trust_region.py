@@ -22,12 +22,24 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from pgkit import envs, nn
 from pgkit.divergences import categorical_entropy, categorical_kl, gaussian_entropy, gaussian_kl
 from pgkit.importance import log_ratios
 from pgkit.natural import categorical_fisher_product, gauss_newton_fisher_product, gaussian_fisher_product
 from pgkit.nn import policy_distribution
+from pgkit.recipe import ConfigError
 
-__all__ = ["Batch", "PolicyObjectives", "fisher_product", "flatten_batch", "policy_objectives"]
+__all__ = [
+    "Batch",
+    "Networks",
+    "PolicyObjectives",
+    "State",
+    "fisher_product",
+    "flatten_batch",
+    "init_state",
+    "make_env",
+    "policy_objectives",
+]
 
 
 class Batch(NamedTuple):
@@ -101,3 +113,53 @@ def fisher_product(objectives: PolicyObjectives, *, damping) -> Callable:
     """``v -> F v + damping·v`` at θ_old: the policy's Fisher in Gauss-Newton form (:func:`pgkit.gauss_newton_fisher_product`)."""
     output_fisher = categorical_fisher_product if objectives.discrete else gaussian_fisher_product
     return gauss_newton_fisher_product(objectives.outputs, objectives.params, output_fisher, damping=damping)
+
+
+class Networks(NamedTuple):
+    actor: Any  # π_θ: pgkit.nn.CategoricalPolicy or GaussianPolicy (pgkit.nn.policy_for)
+    critic: Any  # V: pgkit.nn.ValueCritic
+
+
+class State(NamedTuple):
+    """The state of a trust-region actor-critic (NPG, TRPO) between updates."""
+
+    networks: Networks
+    critic_opt_state: Any
+    env_state: Any
+    obs: jax.Array  # [E, obs_size]
+    key: jax.Array  # PRNGKey (uint32[2])
+    last_return: jax.Array  # last known completed-episode return
+
+
+def make_env(config, env_name: str):
+    """The training VecEnv of a trust-region recipe, after ConfigErrors for its shared options.
+
+    Reads ``num_envs``, ``num_steps``, ``critic_minibatches`` (must divide num_envs·num_steps),
+    ``hidden_sizes`` (positive widths), ``normalize_observations`` and ``scale_rewards``.
+    """
+    batch_size = config.num_envs * config.num_steps
+    if batch_size % config.critic_minibatches:
+        raise ConfigError(
+            f"option 'critic_minibatches' must divide num_envs*num_steps={batch_size}, got {config.critic_minibatches}"
+        )
+    if any(h < 1 for h in config.hidden_sizes):
+        raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
+    return envs.make(
+        env_name,
+        num_envs=config.num_envs,
+        normalize_observations=config.normalize_observations,
+        scale_rewards=config.scale_rewards,
+    )
+
+
+def init_state(key, env, config, critic_optimizer) -> State:
+    """A fresh :class:`State`: policy and critic from ``config`` (``hidden_sizes``, ``activation``,
+    ``log_std_init``), the environments reset, ``critic_optimizer``'s state (an optax
+    transformation, e.g. ``optax.adam(hp.critic_lr)``)."""
+    key, actor_key, critic_key, env_key = jax.random.split(key, 4)
+    net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
+    actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
+    critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
+    env_state, obs = env.reset(env_key)
+    opt_state = critic_optimizer.init(eqx.filter(critic, eqx.is_array))
+    return State(Networks(actor, critic), opt_state, env_state, obs, key, jnp.float32(0.0))

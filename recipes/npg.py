@@ -44,17 +44,16 @@ Tested configurations, measured returns and tuning history: ``docs/recipes/npg.m
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
 import pgkit
-from pgkit import envs, nn, rollout, trust_region
-from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
+from pgkit import nn, rollout, trust_region
+from pgkit.recipe import Recipe, hyperparameters, option
+from pgkit.trust_region import Networks, State
 
 NAME = "npg"
 DESCRIPTION = "Natural policy gradient: Fisher-vector products + CG (or compatible features), GAE critic"
@@ -91,44 +90,13 @@ class HParams:
     ridge: float = option(1e-3, "ridge added to the empirical Fisher (direction 'compatible')", low=0.0)
 
 
-class Networks(NamedTuple):
-    actor: Any
-    critic: Any
-
-
-class State(NamedTuple):
-    networks: Networks
-    critic_opt_state: Any
-    env_state: Any
-    obs: jax.Array  # [E, obs_size]
-    key: jax.Array  # PRNGKey (uint32[2])
-    last_return: jax.Array  # last known completed-episode return
-
-
 def make(config: Config, env_name: str) -> Recipe:
     """Build the natural policy gradient's pure ``init``/``update``/``act`` for ``env_name``."""
     batch_size = config.num_envs * config.num_steps
-    if batch_size % config.critic_minibatches:
-        raise ConfigError(
-            f"option 'critic_minibatches' must divide num_envs*num_steps={batch_size}, got {config.critic_minibatches}"
-        )
-    if any(h < 1 for h in config.hidden_sizes):
-        raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
-    env = envs.make(
-        env_name,
-        num_envs=config.num_envs,
-        normalize_observations=config.normalize_observations,
-        scale_rewards=config.scale_rewards,
-    )
-    net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
+    env = trust_region.make_env(config, env_name)
 
     def init(key, hp: HParams) -> State:
-        key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
-        critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
-        env_state, obs = env.reset(env_key)
-        opt_state = optax.adam(hp.critic_lr).init(eqx.filter(critic, eqx.is_array))
-        return State(Networks(actor, critic), opt_state, env_state, obs, key, jnp.float32(0.0))
+        return trust_region.init_state(key, env, config, optax.adam(hp.critic_lr))
 
     def update(state: State, hp: HParams):
         key, rollout_key, critic_key = jax.random.split(state.key, 3)

@@ -63,3 +63,29 @@ def test_flatten_batch_orders_samples_time_major():
     np.testing.assert_array_equal(batch.actions, [0, 1, 2, 3, 4, 5])  # sample t·E + e
     np.testing.assert_array_equal(batch.obs[3], traj.obs[1, 1])
     np.testing.assert_array_equal(batch.targets, 10 + np.arange(6.0))
+
+
+def test_make_env_checks_the_shared_options_and_init_state_builds_the_networks():
+    import dataclasses
+
+    import equinox as eqx
+    import optax
+
+    from pgkit.recipe import ConfigError
+    from pgkit.recipes import trpo
+
+    with pytest.raises(ConfigError, match="'critic_minibatches' must divide num_envs\\*num_steps=1024, got 3"):
+        trust_region.make_env(trpo.Config(critic_minibatches=3), "CartPole-v1")
+    with pytest.raises(ConfigError, match="'hidden_sizes' must be positive widths"):
+        trust_region.make_env(trpo.Config(hidden_sizes=(0,)), "CartPole-v1")
+    config = dataclasses.replace(trpo.Config(), num_envs=2, hidden_sizes=(8,), log_std_init=-0.5)
+    env = trust_region.make_env(config, "Pendulum-v1")
+    assert env.num_envs == 2 and not env.discrete
+    state = trust_region.init_state(jax.random.key(0), env, config, optax.adam(1e-3))
+    _, actor_key, critic_key, _ = jax.random.split(jax.random.key(0), 4)
+    expected = nn.policy_for(env, hidden_sizes=(8,), activation="tanh", log_std_init=-0.5, key=actor_key)
+    for a, b in zip(jax.tree.leaves(state.networks.actor), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(state.networks.critic, nn.ValueCritic) and state.obs.shape == (2, 3)
+    assert jax.tree.structure(state.critic_opt_state) == jax.tree.structure(
+        optax.adam(1e-3).init(eqx.filter(state.networks.critic, eqx.is_array)))
