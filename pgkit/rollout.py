@@ -31,6 +31,7 @@ __all__ = [
     "Trajectory",
     "actor_critic_act_fn",
     "completed_episode_statistics",
+    "first_episode_mask",
     "gae_rollout",
     "latest_episode_return",
     "rollout",
@@ -337,3 +338,25 @@ def gae_rollout(key, env: VecEnv, env_state: VecEnvState, obs, actor, critic, *,
     )
     estimates: GAE = gae(traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=lambda_)
     return env_state, obs, traj, estimates
+
+
+def first_episode_mask(dones):
+    """Which steps belong to each environment's first episode of a rollout: up to and including its first done.
+
+    mask[t, e] = (Σ_{t' < t} done[t', e]) == 0. For recipes that reset every environment at the
+    start of an update and roll out long enough for one complete episode (REINFORCE, CEM): the
+    steps after the first done (a second, unfinished episode) are padding and masked out.
+
+    Args:
+        dones: ``[T, *B]`` bool (or 0/1), terminated or truncated at step t (``Trajectory.dones``).
+
+    Returns:
+        ``[T, *B]`` bool mask.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> pgkit.rollout.first_episode_mask(jnp.array([[False], [True], [False]])).ravel().tolist()
+        [True, True, False]
+    """
+    dones = jnp.asarray(dones).astype(jnp.int32)
+    return (jnp.cumsum(dones, axis=0) - dones) == 0

@@ -139,8 +139,7 @@ def make(config: Config, env_name: str) -> Recipe:
         )
         undiscounted = 1.0 - traj.terminated.astype(jnp.float32)
         returns = pgkit.episode_returns(traj.rewards, undiscounted, traj.dones)[0]  # [E]
-        dones = traj.dones.astype(jnp.int32)
-        in_first = (jnp.cumsum(dones, axis=0) - dones) == 0  # [T, E]: steps up to the first done
+        in_first = rollout.first_episode_mask(traj.dones)  # [T, E]: steps up to the first done
         return env_state, traj, returns, in_first
 
     def parameter_update(state: State, hp: HParams):

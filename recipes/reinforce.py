@@ -119,23 +119,6 @@ class State(NamedTuple):
     last_return: jax.Array  # mean return of the last batch of episodes
 
 
-def first_episode_mask(dones):
-    """Which steps belong to each environment's first episode: up to and including its first done.
-
-    mask[t, e] = (Σ_{t' < t} done[t', e]) == 0. Every update resets the environments, so the
-    first episode is the complete one that the update's sums run over; the steps after it
-    (a second, unfinished episode) are padding and masked out.
-
-    Args:
-        dones: ``[T, E]`` bool, terminated or truncated at step t (``Trajectory.dones``).
-
-    Returns:
-        ``[T, E]`` bool mask.
-    """
-    dones = dones.astype(jnp.int32)
-    return (jnp.cumsum(dones, axis=0) - dones) == 0
-
-
 def make(config: Config, env_name: str) -> Recipe:
     """Build REINFORCE's pure ``init``/``update``/``act`` for ``env_name``."""
     if any(h < 1 for h in config.hidden_sizes) or not config.hidden_sizes:
@@ -261,7 +244,7 @@ def make(config: Config, env_name: str) -> Recipe:
             rollout_key, env, env_state, obs, act_fn, num_steps=horizon, gamma=hp.gamma,
             value_fn=jax.vmap(critic) if use_critic else None,
         )
-        mask = first_episode_mask(traj.dones)
+        mask = rollout.first_episode_mask(traj.dones)
         if config.returns == "reward_to_go":
             returns = pgkit.reward_to_go(
                 traj.rewards, traj.discounts, traj.dones, traj.next_values if use_critic else None

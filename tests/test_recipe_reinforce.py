@@ -4,7 +4,6 @@ the first-episode mask, the relaxation schedule and determinism."""
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -98,12 +97,6 @@ def test_continuous_actions_whole_trajectory_optimal_baseline_with_relaxation():
     np.testing.assert_array_equal(result.metrics["relaxed"], [[1.0, 0.0, 0.0]] * 2)
     # a uniform action in [-1, 1] against N(mean ~ 0, 1): each ratio is below 1, so is their product
     assert np.all(result.metrics["importance_weight"][:, 0] < 1.0)
-
-
-def test_mask_keeps_each_column_up_to_its_first_done():
-    dones = jnp.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [1, 0, 0]], bool)
-    expected = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 0], [0, 0, 0]], bool)
-    np.testing.assert_array_equal(reinforce.first_episode_mask(dones), expected)
 
 
 def test_same_key_same_result_bit_for_bit():

@@ -189,3 +189,14 @@ def test_gae_rollout_is_rollout_then_gae():
     assert bool(traj.dones.any())
     for a, b in zip(jax.tree.leaves((last, traj, estimates)), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_first_episode_mask_keeps_each_column_up_to_its_first_done():
+    dones = jnp.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [1, 0, 0]], bool)
+    mask = np.asarray(jax.jit(rollout.first_episode_mask)(dones))
+    expected = np.zeros((4, 3), bool)  # loop oracle
+    for e in range(3):
+        for t in range(4):
+            expected[t, e] = not np.asarray(dones)[:t, e].any()
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
