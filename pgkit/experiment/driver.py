@@ -118,9 +118,12 @@ def chunk_length(num_updates: int, requested: int | None) -> int:
 class Run:
     """Everything one run needs, rebuilt identically from ``config.json`` on resume."""
 
-    def __init__(self, spec: dict, run_dir: Path | None, log: Callable[[str], None], module: types.ModuleType | None = None):
+    def __init__(self, spec: dict, run_dir: Path | None, log: Callable[[str], None], recipe=None):
+        """``recipe`` (a module, name or path) overrides where ``spec`` says the recipe came from."""
         self.spec, self.run_dir, self.log = spec, run_dir, log
-        if module is None:
+        if recipe is not None:
+            module = registry.load_recipe(recipe)
+        else:
             # a run written before sources were recorded names a built-in recipe
             source = spec.get("recipe_source") or {"builtin": spec["recipe"]}
             try:
@@ -320,7 +323,7 @@ def resume(
     """
     run_dir = Path(run_dir)
     spec = store.read_config(run_dir)
-    run = Run(spec, run_dir, log or (lambda _: None), recipe and registry.load_recipe(recipe))
+    run = Run(spec, run_dir, log or (lambda _: None), recipe)
     if recipe is not None:  # the recipe's new place, for the next resume or eval
         spec["recipe_source"] = registry.recipe_source(run.module)
         store.write_config(run_dir, spec)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgkit.experiment import registry, store
+from pgkit.experiment import store
 from pgkit.experiment.driver import Run
 from pgkit.recipe import ConfigError
 
@@ -38,7 +38,7 @@ def evaluate(
     if episodes < 1:
         raise ConfigError(f"option 'episodes' must be >= 1, got {episodes}")
     spec = store.read_config(run_dir)
-    run = Run(spec, run_dir, log or (lambda _: None), recipe and registry.load_recipe(recipe))
+    run = Run(spec, run_dir, log or (lambda _: None), recipe)
     keys, member_hparams = run.member_inputs()
     recipe, init, _ = run.functions(run.chunk)
     state = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
