@@ -4,7 +4,10 @@ Two families of Monte-Carlo gradient estimators of ∇_θ E_{x∼p_θ}[f(x)]:
 
 - the **score-function** (likelihood-ratio, REINFORCE) estimator f(x)·∇_θ log p_θ(x), which needs
   only log-probabilities of the sampled actions; its surrogate is ``score_function_loss`` and the
-  trajectory forms are ``reinforce_loss`` (causal reward-to-go or whole-trajectory return);
+  trajectory forms are ``reinforce_loss`` (causal reward-to-go or whole-trajectory return),
+  and, for episodes drawn from a behaviour policy μ, ``per_trajectory_importance_loss``
+  (weighted by π_θ(τ)/μ(τ)) and ``per_decision_importance_loss`` (each reward weighted by the
+  ratios up to its step);
 - the **pathwise** (reparameterisation) estimator ∇_θ f(g_θ(ε)), which differentiates through a
   reparameterised sample x = g_θ(ε); its surrogate is ``pathwise_loss``.
 
@@ -12,14 +15,20 @@ Two families of Monte-Carlo gradient estimators of ∇_θ E_{x∼p_θ}[f(x)]:
 computation graphs). Every loss is returned per step / per sample, unreduced.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from pgkit import _checks
+from pgkit import importance as _importance
 from pgkit import returns as _returns
 
 __all__ = [
+    "ImportanceWeightedLoss",
     "pathwise_loss",
+    "per_decision_importance_loss",
+    "per_trajectory_importance_loss",
     "reinforce_loss",
     "score_function_loss",
     "score_function_multiplier",
@@ -149,6 +158,214 @@ def reinforce_loss(
     if baselines is not None:
         weights = weights - baselines
     return score_function_loss(log_probs, weights, stop_target_gradients=stop_target_gradients)
+
+
+class ImportanceWeightedLoss(NamedTuple):
+    """Output of :func:`per_trajectory_importance_loss` and :func:`per_decision_importance_loss`.
+
+    Attributes:
+      losses: ``[T, *B]`` per-step surrogate losses −log π_θ(a_t|s_t) · sg(weights_t); minimise
+        their sum over each episode, averaged over episodes.
+      weights: ``[T, *B]`` the multiplier of ∇_θ log π_θ(a_t|s_t) in −∇_θ losses_t (importance
+        weights included), without gradient unless ``stop_target_gradients=False``.
+      importance_weights: ``[T, *B]`` the importance weights that were applied, capped at
+        ``max_weight`` where one is given (w(τ) at every step of the episode, or w_{s:t}); never
+        carry gradient.
+    """
+
+    losses: jax.Array
+    weights: jax.Array
+    importance_weights: jax.Array
+
+
+def _capped_weights(weights, max_weight, function, shape, dtype):
+    """``weights`` capped at ``max_weight`` (if not None), with their gradient stopped."""
+    if max_weight is not None:
+        weights = jnp.minimum(weights, _checks.broadcast_param(function, "max_weight", max_weight, shape, dtype))
+    return jax.lax.stop_gradient(weights)
+
+
+def per_trajectory_importance_loss(
+    log_probs,
+    behaviour_log_probs,
+    returns,
+    dones,
+    *,
+    max_weight=None,
+    stop_target_gradients=True,
+):
+    """Score-function surrogate from behaviour-policy episodes, weighted by π_θ(τ)/μ(τ), per step.
+
+    Equation (τ the episode containing step t, occupying steps s..e of the rollout):
+
+        loss_t = −log π_θ(a_t|s_t) · sg(w(τ) ψ_t),   w(τ) = min(c̄, Π_{k=s}^{e} π_θ(a_k|s_k)/μ(a_k|s_k)),
+
+    so −Σ_t ∇_θ loss_t = w(τ) Σ_t ψ_t ∇_θ log π_θ(a_t|s_t). The transition probabilities cancel
+    in π_θ(τ)/μ(τ), and E_μ[w(τ) f(τ)] = E_{π_θ}[f(τ)] for any f of the episode, so with
+    episodes drawn from μ and c̄ = ∞ this is an unbiased estimate of the on-policy score-function
+    gradient that ψ defines: ψ_t = R(τ) (Williams), the reward-to-go G_t (causal), either minus a
+    baseline b(s_t), each giving ∇_θ J(θ) of the target policy π_θ. The weight is held constant
+    (``sg``): ∇_θ E_μ[w(τ) R(τ)] = E_μ[w(τ) R(τ) ∇_θ log π_θ(τ)], which is the gradient of this
+    surrogate; the weight's own dependence on θ is that same score term, not an extra one. A cap
+    c̄ (``max_weight``) bounds the variance at the price of a bias where it binds (truncated
+    importance sampling). The variance grows exponentially with the episode length; see
+    :func:`per_decision_importance_loss` for the lower-variance causal form.
+
+    Args:
+      log_probs: ``[T, *B]`` log π_θ(a_t|s_t) under the target policy, t = 0..T-1, of actions
+        a_t drawn from μ; carries the gradient.
+      behaviour_log_probs: ``[T, *B]`` log μ(a_t|s_t) under the behaviour policy that acted.
+      returns: the on-policy weights ψ_t (R(τ), G_t, G_t − b_t, ...), broadcastable to
+        ``log_probs.shape`` (``[T, *B]``, ``[*B]`` or a scalar), e.g. from
+        :func:`pgkit.episode_returns` or :func:`pgkit.reward_to_go`.
+      dones: ``[T, *B]`` terminated_t or truncated_t (bool or 0/1), t = 0..T-1; the product of
+        ratios restarts after a done.
+      max_weight: optional float c̄ > 0 capping w(τ), scalar or broadcastable to ``[T, *B]``
+        (traced); None (default) for no cap.
+      stop_target_gradients: static bool; if True (default) no gradient flows into ``returns``.
+
+    Returns:
+      ``ImportanceWeightedLoss(losses, weights, importance_weights)``, each ``[T, *B]``:
+      ``weights_t = w(τ) ψ_t`` and ``importance_weights_t = w(τ)``.
+
+    Gradients:
+      through ``log_probs`` as ∇ log π_θ(a_t|s_t) only: the importance weights carry no gradient
+      (neither into ``log_probs`` nor into ``behaviour_log_probs``); into ``returns`` only with
+      ``stop_target_gradients=False``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import pgkit
+      >>> logits = jnp.array([0.0, 1.0])  # target π = softmax(logits); behaviour μ = Uniform
+      >>> actions, rewards = jnp.array([1, 0]), jnp.array([1.0, 2.0])  # one 2-step episode
+      >>> dones = jnp.array([False, True])
+      >>> def loss(logits):
+      ...     log_probs = jax.nn.log_softmax(logits)[actions]
+      ...     returns = pgkit.reward_to_go(rewards, jnp.ones(2), dones)
+      ...     out = pgkit.per_trajectory_importance_loss(log_probs, jnp.log(jnp.full(2, 0.5)), returns, dones)
+      ...     return out.losses.sum()
+      >>> [round(g, 3) for g in jax.grad(loss)(logits).tolist()]
+      [-0.515, 0.515]
+
+    Reference:
+      Precup, Sutton & Singh, "Eligibility Traces for Off-Policy Policy Evaluation", ICML 2000,
+      http://papersdb.cs.ualberta.ca/~papersdb/view_publication.php?pub_id=467; Levine, CS285
+      lecture 5, "Policy Gradients" (off-policy policy gradient), UC Berkeley,
+      http://rail.eecs.berkeley.edu/deeprlcourse/static/slides/lec-5.pdf
+    """
+    shape = _checks.check_time_major(
+        "per_trajectory_importance_loss", "log_probs", log_probs,
+        behaviour_log_probs=behaviour_log_probs, dones=dones,
+    )
+    _checks.check_broadcasts_to(
+        "per_trajectory_importance_loss", "returns", returns, shape, reference_name="log_probs"
+    )
+    ratios = _importance.log_ratios(log_probs, behaviour_log_probs)
+    weights = _importance.per_trajectory_weights(jax.lax.stop_gradient(ratios), dones)
+    weights = _capped_weights(weights, max_weight, "per_trajectory_importance_loss", shape, weights.dtype)
+    scaled = weights * _checks.maybe_stop_gradient(returns, stop_target_gradients)
+    losses = score_function_loss(log_probs, scaled, stop_target_gradients=stop_target_gradients)
+    return ImportanceWeightedLoss(losses, scaled, weights)
+
+
+def per_decision_importance_loss(
+    log_probs,
+    behaviour_log_probs,
+    rewards,
+    discounts,
+    dones,
+    next_values=None,
+    *,
+    baselines=None,
+    max_weight=None,
+    stop_target_gradients=True,
+):
+    """Per-decision importance-weighted REINFORCE surrogate from behaviour-policy episodes, per step.
+
+    Equation (s the first step of t's episode in the rollout, e its done step or T-1):
+
+        w_k = min(c̄, Π_{j=s}^{k} π_θ(a_j|s_j)/μ(a_j|s_j)),
+        Q_t = Σ_{k=t}^{e} (Π_{j=t}^{k-1} discounts_j) w_k r_k + (Π_{j=t}^{e} discounts_j) w_e V(s'_e),
+        loss_t = −log π_θ(a_t|s_t) · sg(Q_t − w_t b_t),
+
+    so −Σ_t ∇_θ loss_t = Σ_t ∇_θ log π_θ(a_t|s_t) (Q_t − w_t b_t). Each reward r_k is weighted by
+    the product of the ratios up to its own step k (Precup et al.'s per-decision importance
+    sampling): r_k depends only on the actions a_s..a_k, so E_μ[w_k f(τ_{s:k})] = E_{π_θ}[f(τ_{s:k})]
+    for every term ∇log π_θ(a_t|s_t) r_k with t ≤ k, and with c̄ = ∞ the sum is an unbiased
+    estimate of the causal on-policy gradient Σ_t ∇ log π_θ(a_t|s_t)(G_t − b(s_t)) of
+    :func:`pgkit.reinforce_loss`, i.e. of ∇_θ J(θ) of the target policy. The baseline term
+    w_t b_t has expectation zero for any b(s_t). With μ = π_θ it *is* ``reinforce_loss``. The
+    weights are held constant (``sg``), as the derivation requires: the gradient of the
+    importance-sampled objective is the score of the target policy times the weighted rewards.
+    Leaving out the ratios of the actions after t (weighting G_t by w_t alone) is biased: the
+    rewards after t would be those of μ's later actions. A cap c̄ bounds the variance at the
+    price of a bias where it binds. Index convention: as in ``reinforce_loss``, the discount
+    accumulates from step t (the paper's γ^k counts from the episode's start).
+
+    Args:
+      log_probs: ``[T, *B]`` log π_θ(a_t|s_t) under the target policy, t = 0..T-1, of actions
+        a_t drawn from μ; carries the gradient.
+      behaviour_log_probs: ``[T, *B]`` log μ(a_t|s_t) under the behaviour policy that acted.
+      rewards: ``[T, *B]`` r_t, t = 0..T-1.
+      discounts: ``[T, *B]`` γ·(1 − terminated_t), t = 0..T-1.
+      dones: ``[T, *B]`` terminated_t or truncated_t (bool or 0/1), t = 0..T-1; sums and
+        products restart after a done.
+      next_values: optional ``[T, *B]`` V(s'_t), t = 0..T-1, bootstrapping a truncated episode
+        (or the rollout's end) with the weight of its last step, as in
+        :func:`pgkit.reward_to_go`; None (default) for no bootstrap.
+      baselines: optional b_t, broadcastable to ``[T, *B]`` (V(s_t), a scalar, per-episode
+        ``[*B]``); weighted by w_t.
+      max_weight: optional float c̄ > 0 capping every w_k, scalar or broadcastable to
+        ``[T, *B]`` (traced); None (default) for no cap.
+      stop_target_gradients: static bool; if True (default) no gradient flows into ``rewards``,
+        ``discounts``, ``next_values`` or ``baselines``.
+
+    Returns:
+      ``ImportanceWeightedLoss(losses, weights, importance_weights)``, each ``[T, *B]``:
+      ``weights_t = Q_t − w_t b_t`` and ``importance_weights_t = w_t``.
+
+    Gradients:
+      through ``log_probs`` as ∇ log π_θ(a_t|s_t) only: the importance weights carry no gradient
+      (neither into ``log_probs`` nor into ``behaviour_log_probs``); into ``rewards``,
+      ``discounts``, ``next_values`` and ``baselines`` only with ``stop_target_gradients=False``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import pgkit
+      >>> logits = jnp.array([0.0, 1.0])  # target π = softmax(logits); behaviour μ = Uniform
+      >>> actions, rewards = jnp.array([1, 0]), jnp.array([1.0, 2.0])  # one 2-step episode
+      >>> dones = jnp.array([False, True])
+      >>> def loss(logits):
+      ...     log_probs = jax.nn.log_softmax(logits)[actions]
+      ...     out = pgkit.per_decision_importance_loss(
+      ...         log_probs, jnp.log(jnp.full(2, 0.5)), rewards, jnp.ones(2), dones)
+      ...     return out.losses.sum()
+      >>> [round(g, 3) for g in jax.grad(loss)(logits).tolist()]
+      [-0.334, 0.334]
+
+    Reference:
+      Precup, Sutton & Singh, "Eligibility Traces for Off-Policy Policy Evaluation", ICML 2000,
+      http://papersdb.cs.ualberta.ca/~papersdb/view_publication.php?pub_id=467; Levine, CS285
+      lecture 5, "Policy Gradients" (off-policy policy gradient), UC Berkeley,
+      http://rail.eecs.berkeley.edu/deeprlcourse/static/slides/lec-5.pdf
+    """
+    others = {"behaviour_log_probs": behaviour_log_probs, "rewards": rewards, "discounts": discounts, "dones": dones}
+    if next_values is not None:
+        others["next_values"] = next_values
+    shape = _checks.check_time_major("per_decision_importance_loss", "log_probs", log_probs, **others)
+    if baselines is not None:
+        _checks.check_broadcasts_to(
+            "per_decision_importance_loss", "baselines", baselines, shape, reference_name="log_probs"
+        )
+    ratios = _importance.log_ratios(log_probs, behaviour_log_probs)
+    weights = _importance.per_decision_weights(jax.lax.stop_gradient(ratios), dones)
+    weights = _capped_weights(weights, max_weight, "per_decision_importance_loss", shape, weights.dtype)
+    bootstrap = None if next_values is None else weights * jnp.asarray(next_values)
+    scaled = _returns.reward_to_go(weights * jnp.asarray(rewards), discounts, dones, bootstrap, stop_target_gradients=False)
+    if baselines is not None:
+        scaled = scaled - weights * jnp.asarray(baselines)
+    losses = score_function_loss(log_probs, scaled, stop_target_gradients=stop_target_gradients)
+    return ImportanceWeightedLoss(losses, _checks.maybe_stop_gradient(scaled, stop_target_gradients), weights)
 
 
 def pathwise_loss(objective_values):

@@ -10,10 +10,11 @@ variance", 002 "REINFORCE algorithm with baseline"), one ``update``:
                                                                  pgkit.reward_to_go | pgkit.episode_returns
     baseline:  b = 0 | batch mean | E[‖g‖²R]/E[‖g‖²] (g = ∇_θ log π_θ(τ)) | V_w(s_t)
                                           pgkit.mean_baseline | pgkit.optimal_baseline | critic
-    weights (relaxed updates only): w = π_θ(τ)/π_r(τ) per trajectory, or Π_{t'≤t} ρ_t' per decision
-                                          pgkit.log_ratios, pgkit.per_trajectory_weights | per_decision_weights
-    ∇_θ J ≈ (1/m) Σ_i Σ_t w_{i,t} ∇_θ log π_θ(a_{i,t}|s_{i,t}) (G_{i,t} − b_{i,t})
-                                          pgkit.score_function_loss
+    ∇_θ J ≈ (1/m) Σ_i Σ_t ∇_θ log π_θ(a_{i,t}|s_{i,t}) (G_{i,t} − b_{i,t})     pgkit.score_function_loss
+      relaxed updates replace G_{i,t} − b_{i,t} by (ρ_t = π_θ(a_t|s_t)/π_r(a_t|s_t)):
+        per trajectory: (G_{i,t} − b_{i,t}) × w_i, w_i = Π_t ρ_{i,t}   pgkit.per_trajectory_importance_loss
+        per decision:   Σ_{t'≥t} γ^{t'−t} w_{i,t'} r_{i,t'} − w_{i,t} b_{i,t}, w_{i,t} = Π_{t''≤t} ρ_{i,t''}
+                                                                       pgkit.per_decision_importance_loss
     θ ← θ + α ∇_θ J  (Adam);   value baseline: w ← w − β ∇_w Σ_t ½(V_w(s_t) − G_t)²   pgkit.value_loss
 
 Complete episodes with fixed shapes: every update resets the E environments and rolls them out
@@ -42,9 +43,13 @@ Spaces via Policy Relaxation and Importance Weighting", IEEE TNNLS,
 https://doi.org/10.1109/TNNLS.2019.2927320, Algorithm 1): during the first ``relaxation_updates``
 updates the actions are drawn uniformly (discrete: Uniform{0..A−1}; continuous: Uniform[−1, 1]^d
 in the policy's action space) and the gradient is importance weighted by π_θ(τ)/π_r(τ)
-(``importance='per_trajectory'``, Algorithm 1 line 6) or by the per-decision product
-Π_{t'≤t} π_θ/π_r (``'per_decision'``, the lecture's causal form with reward-to-go, which leaves out
-the ratios of the actions after t); afterwards the updates are on-policy (the weights are 1).
+(``importance='per_trajectory'``, Algorithm 1 line 6) or per decision (``'per_decision'``, Precup
+et al.'s per-decision importance sampling with the reward-to-go: each reward r_t' weighted by the
+product Π_{t''≤t'} π_θ/π_r of the ratios up to its own step, the baseline b_t by the product up to
+t; weighting the whole G_t by the product up to t alone, as the lecture slide transcribes it,
+leaves out the ratios of the actions between t and t' and is biased: tests/test_estimators.py
+shows it on a 2-step problem); afterwards the updates are on-policy (the weights are 1 up to
+rounding).
 The weights are capped at ``max_importance_weight`` so that a degenerate product cannot overflow
 (they stay far below the cap on CartPole: each uniform step multiplies the weight by at most
 A·π_θ(a|s) ≤ 2 and the episodes are short). On long continuous-action episodes they vanish
@@ -210,13 +215,27 @@ def make(config: Config, env_name: str) -> Recipe:
         b = jax.vmap(lambda g_t: pgkit.optimal_baseline(flat, g_t, per_parameter=False))(masked)  # [T]
         return b[:, None]
 
-    def policy_loss_fn(actor, traj, weights, mask):
+    def policy_loss_fn(actor, traj, returns, baselines, mask, hp):
+        """The per-step surrogate: on-policy, or importance weighted from π_r's episodes (relaxation)."""
         log_probs, entropies = log_probs_and_entropy(actor, traj.obs, traj.actions)
-        losses = pgkit.score_function_loss(log_probs, weights)
+        importance = None
+        if not relaxed_phase:
+            weights = returns - baselines
+            losses = pgkit.score_function_loss(log_probs, weights)
+        elif config.importance == "per_trajectory":  # w = min(c̄, π_θ(τ)/π_r(τ)) times G_t − b_t (or R(τ) − b)
+            losses, weights, importance = pgkit.per_trajectory_importance_loss(
+                log_probs, traj.log_probs, returns - baselines, traj.dones, max_weight=hp.max_importance_weight
+            )
+        else:  # each reward r_k weighted by min(c̄, Π_{t'≤k} π_θ/π_r), the baseline b_t by the weight at t
+            losses, weights, importance = pgkit.per_decision_importance_loss(
+                log_probs, traj.log_probs, traj.rewards, traj.discounts, traj.dones,
+                traj.next_values if use_critic else None, baselines=baselines,
+                max_weight=hp.max_importance_weight,
+            )
         # Σ_t over each episode, mean over the m episodes: the estimator of ∇J
         loss = jnp.sum(jnp.where(mask, losses, 0.0)) / config.num_envs
         entropy = jnp.sum(jnp.where(mask, entropies, 0.0)) / jnp.maximum(mask.sum(), 1)
-        return loss, (log_probs, entropy)
+        return loss, (entropy, weights, importance)
 
     def critic_loss_fn(critic, traj, targets, mask):
         values = jax.vmap(jax.vmap(critic))(traj.obs)
@@ -251,25 +270,16 @@ def make(config: Config, env_name: str) -> Recipe:
             )
         else:
             returns = pgkit.episode_returns(traj.rewards, traj.discounts, traj.dones)
-        weights = returns - baselines_of(actor, traj, returns, mask)
+        baselines = baselines_of(actor, traj, returns, mask)
+        (policy_loss, (entropy, weights, importance)), grads = jax.value_and_grad(policy_loss_fn, has_aux=True)(
+            actor, traj, returns, baselines, mask, hp
+        )
         stats = {}
         if relaxed_phase:
-            target_log_probs, _ = log_probs_and_entropy(actor, traj.obs, traj.actions)
-            log_ratios = pgkit.log_ratios(target_log_probs, traj.log_probs)
-            if config.importance == "per_trajectory":
-                importance = pgkit.per_trajectory_weights(log_ratios, traj.dones)
-            else:
-                importance = pgkit.per_decision_weights(log_ratios, traj.dones)
-            importance = jnp.minimum(importance, hp.max_importance_weight)
-            weights = importance * weights
             valid = jnp.maximum(mask.sum(), 1)
             stats["importance_weight"] = jnp.sum(jnp.where(mask, importance, 0.0)) / valid
             stats["max_importance_weight"] = jnp.max(jnp.where(mask, importance, 0.0))
             stats["relaxed"] = relaxed.astype(jnp.float32)
-
-        (policy_loss, (_, entropy)), grads = jax.value_and_grad(policy_loss_fn, has_aux=True)(
-            actor, traj, weights, mask
-        )
         updates, actor_opt = optimizer(hp.lr, hp.max_grad_norm).update(grads, state.actor_opt_state)
         actor = optax.apply_updates(actor, updates)
         critic_opt = state.critic_opt_state

@@ -111,6 +111,53 @@ def reinforce_tabular_gradient(table, states, actions, rewards, discounts, dones
     return grad
 
 
+def per_trajectory_importance_loss(log_probs, behaviour_log_probs, returns, dones, max_weight=None):
+    """loss_t = −log π_t · w ψ_t, w = min(c̄, Π_{k=s}^{e} π_k/μ_k) over the whole episode s..e of t."""
+    shape = np.shape(log_probs)
+    c = np.inf if max_weight is None else max_weight
+    psi = np.broadcast_to(np.asarray(returns, np.float64), shape)
+    (lp, mu, psi, dn), _ = _streams(log_probs, behaviour_log_probs, psi, dones)
+    T, N = lp.shape
+    out = np.zeros((T, N))
+    for i in range(N):
+        for t in range(T):
+            w = 1.0
+            for k in range(_episode_start(dn, t, i), _episode_end(dn, t, i) + 1):
+                w *= np.exp(lp[k, i]) / np.exp(mu[k, i])
+            out[t, i] = -lp[t, i] * min(w, c) * psi[t, i]
+    return out.reshape(shape)
+
+
+def per_decision_importance_loss(log_probs, behaviour_log_probs, rewards, discounts, dones, next_values=None,
+                                 baselines=None, max_weight=None):
+    """loss_t = −log π_t (Σ_{k=t}^{e} (Π_{j=t}^{k-1} d_j) w_k r_k + (Π_{j=t}^{e} d_j) w_e nv_e − w_t b_t),
+    w_k = min(c̄, Π_{j=s}^{k} π_j/μ_j) from the start s of the episode to k; nv, b = 0 if not given."""
+    shape = np.shape(log_probs)
+    c = np.inf if max_weight is None else max_weight
+    nv = np.zeros(shape) if next_values is None else next_values
+    b = np.zeros(shape) if baselines is None else np.broadcast_to(np.asarray(baselines, np.float64), shape)
+    (lp, mu, r, d, dn, nv, b), _ = _streams(log_probs, behaviour_log_probs, rewards, discounts, dones, nv, b)
+    T, N = lp.shape
+    out = np.zeros((T, N))
+
+    def weight(k, i):
+        w = 1.0
+        for j in range(_episode_start(dn, k, i), k + 1):
+            w *= np.exp(lp[j, i]) / np.exp(mu[j, i])
+        return min(w, c)
+
+    for i in range(N):
+        for t in range(T):
+            e = _episode_end(dn, t, i)
+            total, scale = 0.0, 1.0
+            for k in range(t, e + 1):
+                total += scale * weight(k, i) * r[k, i]
+                scale *= d[k, i]
+            total += scale * weight(e, i) * nv[e, i]
+            out[t, i] = -lp[t, i] * (total - weight(t, i) * b[t, i])
+    return out.reshape(shape)
+
+
 def td_errors(rewards, discounts, values, next_values):
     """δ_t = r_t + d_t nv_t − v_t."""
     (r, d, v, nv), shape = _streams(rewards, discounts, values, next_values)
