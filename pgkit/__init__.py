@@ -49,4 +49,4 @@ ESTIMATOR_MODULES = (
 )
 
 __all__ = sorted({name for module in ESTIMATOR_MODULES for name in module.__all__})
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default runs/RECIPE-ENV-TIME)")
     train.add_argument("--chunk", type=int, help="updates per compiled chunk (default: ~20 chunks)")
     train.add_argument(
+        "--halt-on-nonfinite", action="store_true",
+        help="stop the whole run when any metric becomes NaN or infinite (default: freeze the diverging "
+        "member at its last finite state, mark it diverged and go on)",
+    )
+    train.add_argument(
         "--threads", type=int,
         help="threads of XLA's CPU pool (default: one per device; a single seed of wide networks runs faster "
         "with one per core)",
@@ -129,6 +134,7 @@ def _train(args) -> None:
         sweep=sweep,
         out=out,
         chunk=args.chunk,
+        halt_on_nonfinite=args.halt_on_nonfinite,
     )
 
 
@@ -210,6 +216,11 @@ def main(argv=None) -> int:
     except experiment.NonFiniteError as error:
         print(f"pgkit: training stopped: {error}", file=sys.stderr)
         return 1
+    except experiment.WriteError as error:
+        print(f"pgkit: error: {error}", file=sys.stderr)
+        return 1
+    except experiment.Interrupted as interrupted:  # the run said what it kept and how to go on
+        return 128 + interrupted.signum
     except RuntimeError as error:
         from pgkit import envs  # imported lazily, as above: gymnax takes a second to import
 

@@ -35,7 +35,10 @@ def read_metrics(run_dir) -> dict[str, np.ndarray]:
 
 
 def learning_curves(columns, metric: str = "episode_return"):
-    """Per setting: ``(label, env_steps [U], values [S, U])`` sorted by setting index."""
+    """Per setting: ``(label, env_steps [U], values [S, U])`` sorted by setting index.
+
+    A seed that diverged (``diverged`` column) has NaN from the update at which it did.
+    """
     if metric not in columns:
         raise ValueError(f"metric {metric!r} not in metrics (have {sorted(columns)})")
     curves = []
@@ -53,6 +56,14 @@ def learning_curves(columns, metric: str = "episode_return"):
     return curves
 
 
+def _diverged_seeds(columns) -> set[tuple[int, int]]:
+    """``{(setting, seed)}`` marked diverged in a run's metrics (none for runs before the column)."""
+    if "diverged" not in columns:
+        return set()
+    marked = columns["diverged"] > 0
+    return set(zip(columns["setting"][marked].astype(int).tolist(), columns["seed"][marked].astype(int).tolist()))
+
+
 def plot_runs(run_dirs, out_path, *, metric: str = "episode_return", title: str | None = None):
     """Overlay the learning curves of one or more runs into one PNG; returns its path."""
     import matplotlib
@@ -61,6 +72,7 @@ def plot_runs(run_dirs, out_path, *, metric: str = "episode_return", title: str 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    notes = []  # settings with no curve left
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         config_path = run_dir / "config.json"
@@ -68,7 +80,15 @@ def plot_runs(run_dirs, out_path, *, metric: str = "episode_return", title: str 
         if config_path.exists():
             config = json.loads(config_path.read_text())
             run_name = f"{config.get('recipe', '')} {config.get('env', '')} ({run_dir.name})"
-        for label, steps, values in learning_curves(read_metrics(run_dir), metric):
+        columns = read_metrics(run_dir)
+        lost = _diverged_seeds(columns)
+        for g, (label, steps, values) in enumerate(learning_curves(columns, metric)):
+            keep = [s for s in range(values.shape[0]) if (g, s) not in lost]
+            dropped = values.shape[0] - len(keep)
+            if not keep:
+                notes.append(f"{label}: every seed diverged")
+                continue
+            values = values[keep]
             done = ~np.isnan(values).any(axis=0)
             steps, values = steps[done], values[:, done]
             stride = max(1, len(steps) // MAX_POINTS)
@@ -76,12 +96,15 @@ def plot_runs(run_dirs, out_path, *, metric: str = "episode_return", title: str 
             band = bootstrap_ci(values, num_resamples=500)
             name = run_name if len(run_dirs) > 1 or label.startswith("setting") else ""
             line_label = f"{name} {label}".strip() if label != "default" else run_name
-            ax.plot(steps, band.estimate, label=f"{line_label} ({values.shape[0]} seeds)")
+            left_out = f", {dropped} diverged: left out" if dropped else ""
+            ax.plot(steps, band.estimate, label=f"{line_label} ({values.shape[0]} seeds{left_out})")
             ax.fill_between(steps, band.low, band.high, alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or "mean across seeds, 95% bootstrap interval")
     ax.grid(alpha=0.3)
+    if notes:
+        ax.text(0.01, 0.01, "; ".join(notes), transform=ax.transAxes, fontsize=8, va="bottom")
     ax.legend(fontsize=8)
     fig.tight_layout()
     out_path = Path(out_path)

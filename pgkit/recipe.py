@@ -146,6 +146,12 @@ def validate(instance) -> None:
             raise ConfigError(f"option {name!r} expects int, got {value!r}")
         if kind is float and not math.isfinite(value):
             raise ConfigError(f"option {name!r} must be finite, got {value!r}")
+        if kind is int and abs(value) > np.iinfo(jax.dtypes.canonicalize_dtype(np.int64)).max:
+            largest = np.iinfo(jax.dtypes.canonicalize_dtype(np.int64)).max
+            raise ConfigError(
+                f"option {name!r} = {value} is too large for the device's integers (at most {largest:,}"
+                + (" unless jax_enable_x64 is set)" if largest < 2**62 else ")")
+            )
         allowed = (
             (not meta.get("choices") or value in meta["choices"])
             and (not meta.get("positive") or value > 0)

@@ -44,12 +44,15 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_and_exit_status_2(tmp_path, 
     spec = json.loads((out / "config.json").read_text())
     assert spec["pgkit_version"] == pgkit.__version__
     spec["config"]["hidden_sizes"] = [16]
-    (out / "config.json").write_text(json.dumps(spec))
-    for command in (["eval", str(out), "--episodes", "1"], ["resume", str(out)]):
-        code, _, err = run(command, capsys)
-        assert code == 2
-        assert "checkpoint.eqx' does not fit the 'ppo' state of pgkit" in err and f"written by pgkit {pgkit.__version__}" in err
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # a whole checkpoint (its checksum holds) that does not fit: a changed recipe, or another version
+    for written_by, cause in ((pgkit.__version__, "the recipe now builds another state"),
+                              ("0.2.0", "written by pgkit 0.2.0; retrain with this version")):
+        (out / "config.json").write_text(json.dumps({**spec, "pgkit_version": written_by}))
+        for command in (["eval", str(out), "--episodes", "1"], ["resume", str(out)]):
+            code, _, err = run(command, capsys)
+            assert code == 2
+            assert "checkpoint-0000002.eqx' does not fit the 'ppo' state of pgkit" in err and cause in err, err
+            assert "corrupt" not in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_members_and_threads_are_read_before_jax_starts(tmp_path):

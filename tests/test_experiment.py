@@ -78,7 +78,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     # the CSV on disk holds every update exactly once
     rows = (tmp_path / "part" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 6
-    for name in ("config.json", "metrics.csv", "learning_curve.png", "checkpoint.eqx", "summary.json"):
+    for name in ("config.json", "metrics.csv", "learning_curve.png", "checkpoint-0000006.eqx", "summary.json"):
         assert (tmp_path / "part" / name).exists(), name
 
 

@@ -4,6 +4,7 @@ One file per concern:
 
 - :mod:`.driver`: the run loop (``train``, ``resume``), one compiled program per run, in chunks;
 - :mod:`.store`: the run directory (config, metrics, checkpoints, progress, summary);
+- :mod:`.memory`: the pre-flight that refuses a run that cannot fit, before it allocates;
 - :mod:`.devices`: CPU cores as devices, XLA's threads and settings, members sharded over a mesh;
 - :mod:`.evaluate`: greedy evaluation of a run's final policies;
 - :mod:`.registry`: where a recipe comes from (built-in name, module, file or dotted path).
@@ -22,12 +23,14 @@ from pgkit.experiment.devices import (
     xla_cpu_threads as xla_cpu_threads,
 )
 from pgkit.experiment.driver import (
+    Interrupted as Interrupted,
     NonFiniteError as NonFiniteError,
     RunResult as RunResult,
     resume as resume,
     train as train,
 )
 from pgkit.experiment.evaluate import evaluate as evaluate
+from pgkit.experiment.store import WriteError as WriteError
 from pgkit.experiment.registry import (
     available_recipes as available_recipes,
     load_recipe as load_recipe,
@@ -36,7 +39,9 @@ from pgkit.recipe import ConfigError as ConfigError
 
 __all__ = [
     "ConfigError",
+    "Interrupted",
     "NonFiniteError",
+    "WriteError",
     "RunResult",
     "available_recipes",
     "evaluate",

@@ -19,6 +19,8 @@ import functools
 import itertools
 import math
 import os
+import signal
+import threading
 import time
 import types
 import warnings
@@ -32,14 +34,17 @@ import numpy as np
 
 import pgkit
 from pgkit import plot, stats
-from pgkit.experiment import devices, registry, store
+from pgkit.experiment import devices, memory, registry, store
 from pgkit.recipe import ConfigError, options_of, validate
 
 __all__ = [
     "NonFiniteError",
+    "Interrupted",
     "RunResult",
     "Run",
     "programs",
+    "replay_program",
+    "finite_members",
     "chunk_length",
     "start_members",
     "check_finite",
@@ -49,16 +54,32 @@ __all__ = [
 
 
 class NonFiniteError(FloatingPointError):
-    """A metric became NaN or infinite during training."""
+    """A metric became NaN or infinite (``halt_on_nonfinite``), or every member diverged."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run after a consistent checkpoint; ``signum`` names the signal.
+
+    The ``pgkit`` command exits with status ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
 
 
 class RunResult(NamedTuple):
-    """What :func:`train` returns: final state ``[M, ...]``, metrics ``{name: [M, U]}``."""
+    """What :func:`train` returns: final state ``[M, ...]``, metrics ``{name: [M, U]}``.
+
+    ``diverged`` maps each member whose metrics or state became non-finite to the update at
+    which it did; its state is frozen at the last finite one and its metrics from then on are NaN.
+    """
 
     state: Any
     metrics: dict
     run_dir: Path | None
     summary: list
+    diverged: dict = {}
 
 
 def _settings(base, sweep: dict[str, list[float]]) -> list:
@@ -102,6 +123,42 @@ def programs(recipe_module: types.ModuleType, config, env_name: str, chunk: int)
     init = jax.jit(jax.vmap(strongly_typed_init))
     chunk_fn = jax.jit(jax.vmap(run_chunk), donate_argnums=0)
     return recipe, init, chunk_fn
+
+
+def _finite(tree) -> jax.Array:
+    """Whether every float of ``tree`` (one member's) is finite: a scalar bool."""
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
+    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+@jax.jit
+def finite_members(state) -> jax.Array:
+    """``[M]`` bools: whether every float of each member's state is finite."""
+    return jax.vmap(_finite)(state)
+
+
+@functools.lru_cache(maxsize=8)
+def replay_program(recipe_module: types.ModuleType, config, env_name: str, chunk: int):
+    """``jit(vmap(replay))``: a chunk re-run that stops each member at its last finite state.
+
+    ``replay(state, hparams) -> (state, good)``: from the state a chunk started with, apply
+    updates while the update's metrics and new state are finite; ``good`` counts those applied,
+    so the member diverged at update ``start + good``. Run only when a member diverged (the
+    select it does on every leaf costs a copy of the state per update).
+    """
+    recipe = programs(recipe_module, config, env_name, chunk)[0]
+
+    def replay(state, hparams):
+        def body(carry, i):
+            state, good = carry
+            new, metrics = recipe.update(state, hparams)
+            ok = (good == i) & _finite(metrics) & _finite(new)  # every update before it was applied
+            return (jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state), good + ok.astype(jnp.int32)), None
+
+        (state, good), _ = jax.lax.scan(body, (state, jnp.int32(0)), jnp.arange(chunk, dtype=jnp.int32))
+        return state, good
+
+    return jax.jit(jax.vmap(replay))
 
 
 def chunk_length(num_updates: int, requested: int | None) -> int:
@@ -153,6 +210,8 @@ class Run:
         self.chunk = chunk_length(self.num_updates, spec.get("chunk"))
         spec["chunk"] = self.chunk
         self.num_members = len(self.settings) * self.seeds
+        # False (the default): a diverging member is frozen and the others go on
+        self.halt_on_nonfinite = bool(spec.get("halt_on_nonfinite", False))
 
     def member_inputs(self):
         """``(keys, hparams)`` of every member, sharded: member ``g * seeds + s`` = setting g, seed s."""
@@ -171,10 +230,37 @@ class Run:
         return programs(self.module, self.config, self.spec["env"], length)
 
     def read_checkpoint(self, template):
-        """The checkpointed state of this run, shaped as ``template``."""
+        """``(state, record)``: the newest whole checkpoint of this run, shaped as ``template``.
+
+        See :func:`store.read_checkpoint` (a damaged newest checkpoint falls back to the previous).
+        """
         return store.read_checkpoint(
             self.run_dir, template, recipe=self.spec["recipe"],
             written_by=self.spec.get("pgkit_version", "0.1.0"), version=pgkit.__version__,
+        )
+
+    def check_memory(self, init, keys, member_hparams) -> dict:
+        """Refuse (one-line ConfigError) a run whose state and chunk outputs cannot fit; see :mod:`.memory`.
+
+        Sizes come from ``jax.eval_shape``: nothing is allocated. Without ``halt_on_nonfinite``
+        the driver keeps the state on the devices twice at most (a diverging member is replayed
+        from the chunk's start) and twice on the host (the chunk's start and end); with it, once
+        on the devices and once on the host if it checkpoints.
+        """
+        try:
+            state = jax.eval_shape(init, keys, member_hparams)
+            outputs = jax.eval_shape(self.functions(self.chunk)[2], state, member_hparams)[1]
+        except OverflowError as error:
+            raise ConfigError(
+                f"the {self.spec['recipe']!r} state does not fit the device's integers ({error}): lower its size options"
+            ) from None
+        sharding = devices.member_sharding(self.num_members)
+        used = sorted(sharding.device_set, key=lambda d: d.id) if sharding is not None else jax.devices()[:1]
+        keep_host = not self.halt_on_nonfinite or self.run_dir is not None
+        return memory.check_fits(
+            state, outputs, config=self.config, num_settings=len(self.settings), seeds=self.seeds,
+            device_copies=1 if self.halt_on_nonfinite else 2,
+            host_copies=(1 if self.halt_on_nonfinite else 2) if keep_host else 0, devices_used=used,
         )
 
     def compile_first_chunk(self, keys, member_hparams, start: int) -> tuple[int, concurrent.futures.Future] | None:
@@ -242,6 +328,7 @@ def train(
     sweep: dict[str, list[float]] | None = None,
     out: str | os.PathLike | None = None,
     chunk: int | None = None,
+    halt_on_nonfinite: bool = False,
     stop_after_chunks: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> RunResult:
@@ -258,12 +345,20 @@ def train(
       sweep: ``{hyperparameter: [values]}``; the grid is their cartesian product.
       out: run directory for config, metrics, plot and checkpoints (nothing written if None).
       chunk: updates per compiled chunk (default: about 20 chunks, dividing the run).
+      halt_on_nonfinite: stop the whole run (:class:`NonFiniteError`) when any metric becomes
+        non-finite. By default a diverging member is frozen at its last finite state, marked
+        diverged, and the others go on; a run whose every member diverged raises NonFiniteError.
       stop_after_chunks: stop early after this many chunks (simulates an interruption).
       log: where progress lines go (``None`` for silence).
 
     Returns:
-      ``RunResult(state, metrics, run_dir, summary)``: final state with a leading member
-      axis, ``{metric: [members, updates]}`` host arrays, and per-setting summaries.
+      ``RunResult(state, metrics, run_dir, summary, diverged)``: final state with a leading
+      member axis, ``{metric: [members, updates]}`` host arrays, per-setting summaries, and
+      ``{member: update}`` of the members that diverged.
+
+    Before anything is allocated, a run that cannot fit in memory is refused (ConfigError
+    naming the options that size it). SIGINT or SIGTERM stops the run after the chunk in
+    flight, with a consistent checkpoint (:class:`Interrupted`); a second signal ends it at once.
     """
     module = registry.load_recipe(recipe)
     name = registry.recipe_name(module)
@@ -287,6 +382,7 @@ def train(
         "hparams": dataclasses.asdict(base_hparams),
         "sweep": {k: [float(v) for v in vs] for k, vs in (sweep or {}).items()},
         "chunk": chunk,
+        "halt_on_nonfinite": bool(halt_on_nonfinite),
         "jax_version": jax.__version__,
         "pgkit_version": pgkit.__version__,
     }
@@ -298,15 +394,16 @@ def train(
     run = Run(spec, run_dir, log or (lambda _: None), module)
     spec["devices"] = devices.devices_used(run.num_members)  # results are reproducible per device count
     spec["xla_cpu_threads"] = devices.xla_cpu_threads()  # and per thread count of XLA's CPU pool (TRPO)
-    if run_dir is not None:
-        store.write_config(run_dir, spec)
     keys, member_hparams = run.member_inputs()
     _, init, _ = run.functions(run.chunk)
+    run.check_memory(init, keys, member_hparams)
+    if run_dir is not None:
+        store.write_config(run_dir, spec)
     t_compile = time.perf_counter()
     first_chunk = run.compile_first_chunk(keys, member_hparams, 0)
     state = devices.shard_members(init(keys, member_hparams), run.num_members)
     return _loop(run, state, member_hparams, start=0, metrics=None, stop_after_chunks=stop_after_chunks,
-                 first_chunk=first_chunk, t_compile=t_compile)
+                 first_chunk=first_chunk, t_compile=t_compile, diverged={})
 
 
 def resume(
@@ -344,20 +441,30 @@ def resume(
         )
     keys, member_hparams = run.member_inputs()
     _, init, _ = run.functions(run.chunk)
-    done = store.updates_done(run_dir)
-    start = done or 0
+    run.check_memory(init, keys, member_hparams)
+    state, record = None, None
+    if store.updates_done(run_dir) is not None:
+        try:
+            state, record = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
+        except store.DamagedCheckpointError as error:
+            if error.newest_update > run.chunk:
+                raise
+            # the first chunk's checkpoint was all there was: starting over loses only that chunk
+            store.set_aside_checkpoints(run_dir)
+            warnings.warn(f"{error}: set aside as .corrupt; the run starts over", stacklevel=2)
+    start = 0 if record is None else record["updates_done"]
+    diverged = {} if record is None else {int(m): int(u) for m, u in record.get("diverged", [])}
     t_compile = time.perf_counter()
     first_chunk = run.compile_first_chunk(keys, member_hparams, start)
-    if done is None:  # interrupted before the first checkpoint: start over
+    if state is None:  # interrupted before the first checkpoint: start over
         state = devices.shard_members(init(keys, member_hparams), run.num_members)
     else:
-        state = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
         state = devices.shard_members(jax.device_put(state), run.num_members)
     metrics = store.read_metrics(
         run_dir, start, num_members=run.num_members, seeds=run.seeds, hparam_names=options_of(run.module.HParams)
     )
     return _loop(run, state, member_hparams, start=start, metrics=metrics, stop_after_chunks=stop_after_chunks,
-                 first_chunk=first_chunk, t_compile=t_compile)
+                 first_chunk=first_chunk, t_compile=t_compile, diverged=diverged)
 
 
 def check_finite(metrics_chunk: dict, first_update: int) -> None:
@@ -377,14 +484,71 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+class _StopOnSignal:
+    """While active (main thread only), SIGINT and SIGTERM set ``received`` instead of stopping.
+
+    The first signal restores the default action of both, so a second one ends the process at
+    once, even while the main thread waits on the device.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait(tree) -> None:
+    """Block until ``tree``'s arrays are computed, in short sleeps so signal handlers run meanwhile."""
+    leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
+    pause = 1e-3
+    while not all(x.is_ready() for x in leaves):
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+
+
+def _with_rows(tree, source, members: list[int]):
+    """A host copy of ``tree`` whose rows ``members`` (leading axis) are taken from ``source``."""
+
+    def take(x, y):
+        x = np.array(x)
+        x[members] = np.asarray(y)[members]
+        return x
+
+    return jax.tree.map(take, tree, source)
+
+
+def _first_nonfinite(chunk_metrics: dict) -> np.ndarray:
+    """``[M]``: the index of each member's first update with a non-finite metric (the length if none)."""
+    bad = np.zeros(next(iter(chunk_metrics.values())).shape, bool)
+    for values in chunk_metrics.values():
+        bad |= ~np.isfinite(values)
+    return np.where(bad.any(axis=1), bad.argmax(axis=1), bad.shape[1])
+
+
 def _loop(
-    run: Run, state, member_hparams, *, start: int, metrics, stop_after_chunks, first_chunk, t_compile: float
+    run: Run, state, member_hparams, *, start: int, metrics, stop_after_chunks, first_chunk, t_compile: float,
+    diverged: dict,
 ) -> RunResult:
     recipe, _, chunk_fn = run.functions(run.chunk)
     steps_per_update = recipe.env_steps_per_update
     total_steps = run.num_updates * steps_per_update
     collected = [] if metrics is None else [metrics]
     threads = devices.xla_cpu_threads() if jax.default_backend() == "cpu" else None
+    guard = not run.halt_on_nonfinite
     run.log(
         f"pgkit: {run.spec['recipe']} on {run.spec['env']}: {len(run.settings)} setting(s) x {run.seeds} seed(s), "
         f"{total_steps:,} env steps each, {run.num_updates} updates in chunks of {run.chunk}, "
@@ -407,62 +571,132 @@ def _loop(
     def more(u, chunks):
         return u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks)
 
+    def freeze(chunk_start, chunk_end, finite_end, chunk_metrics, first_update: int, length: int):
+        """Find the members that diverged in this chunk; return the chunk's end state with every diverged
+        member at its last finite state, and its metrics NaN from the update at which it diverged."""
+        first_bad = _first_nonfinite(chunk_metrics)
+        finite_end = np.asarray(finite_end)
+        new = [m for m in range(run.num_members) if m not in diverged and (first_bad[m] < length or not finite_end[m])]
+        end = chunk_end
+        if new:  # replay the chunk from its start: each new member stops before its first non-finite update
+            replayed, good = replay_program(run.module, run.config, run.spec["env"], length)(
+                devices.shard_members(jax.device_put(chunk_start), run.num_members), member_hparams
+            )
+            good = np.asarray(good)
+            for m in new:
+                diverged[m] = first_update + int(min(good[m], first_bad[m], length - 1))
+            end = _with_rows(end, jax.device_get(replayed), new)
+        old = [m for m in diverged if m not in new]
+        if old:  # frozen before this chunk: as it started
+            end = _with_rows(end, chunk_start, old)
+        for m, since in diverged.items():
+            for values in chunk_metrics.values():
+                values[m, max(since - first_update, 0) :] = np.nan
+        return end
+
     run.log(f"compiled and initialised in {time.perf_counter() - t_compile:.1f}s")
     u, chunks, t_start = start, 0, time.perf_counter()
-    in_flight = launch(u, state) if more(u, chunks) else None
-    while in_flight is not None:
-        length, t0, (state, chunk_metrics) = in_flight
-        chunk_metrics = {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(chunk_metrics).items()}
-        dt = time.perf_counter() - t0
-        check_finite(chunk_metrics, u)
-        # copied before the next chunk takes over (donates) the state's buffers
-        host_state = jax.device_get(state) if run.run_dir is not None else None
-        first_update, u, chunks = u, u + length, chunks + 1
-        # the next chunk runs while this one's results are written
-        in_flight = launch(u, state) if more(u, chunks) else None
-        collected.append(chunk_metrics)
-        if run.run_dir is not None:
-            store.append_metrics(
-                run.run_dir, chunk_metrics, first_update=first_update, steps_per_update=steps_per_update,
-                settings=run.settings, labels=run.labels(), seeds=run.seeds,
+    # the state a chunk starts from, on the host: written as the checkpoint, and replayed from if a member diverges
+    host_state = jax.device_get(state) if guard else None
+    if guard:
+        for m in np.flatnonzero(~np.asarray(finite_members(state))):  # non-finite from the start
+            diverged.setdefault(int(m), start)
+    if guard and diverged and len(diverged) == run.num_members:
+        raise NonFiniteError(f"every member of the run had diverged by update {start}; nothing is left to train")
+    with _StopOnSignal() as stop:
+        in_flight = launch(u, state) if more(u, chunks) and stop.received is None else None
+        while in_flight is not None:
+            length, t0, (state, chunk_metrics) = in_flight
+            _wait(chunk_metrics)
+            chunk_metrics = {k: np.array(v, dtype=np.float64) for k, v in jax.device_get(chunk_metrics).items()}
+            dt = time.perf_counter() - t0
+            if run.halt_on_nonfinite:
+                check_finite(chunk_metrics, u)
+            finite_end = finite_members(state) if guard else None  # dispatched before the next chunk donates it
+            # copied before the next chunk takes over (donates) the state's buffers
+            end_state = jax.device_get(state) if guard or run.run_dir is not None else None
+            first_update, u, chunks = u, u + length, chunks + 1
+            # the next chunk runs while this one's results are written
+            in_flight = launch(u, state) if more(u, chunks) and stop.received is None else None
+            if guard:
+                host_state = freeze(host_state, end_state, finite_end, chunk_metrics, first_update, length)
+                end_state = host_state
+            collected.append(chunk_metrics)
+            if run.run_dir is not None:
+                store.append_metrics(
+                    run.run_dir, chunk_metrics, first_update=first_update, steps_per_update=steps_per_update,
+                    settings=run.settings, labels=run.labels(), seeds=run.seeds, diverged=diverged,
+                )
+                store.write_checkpoint(
+                    run.run_dir, end_state, updates_done=u, num_updates=run.num_updates,
+                    wall_seconds=time.perf_counter() - t_start, diverged=diverged,
+                )
+            returns = chunk_metrics["episode_return"][:, -1]
+            returns = returns[np.isfinite(returns)]
+            rate = run.num_members * length * steps_per_update / dt
+            eta = (run.num_updates - u) * (time.perf_counter() - t_start) / max(u - start, 1)
+            run.log(
+                f"update {u:>5}/{run.num_updates} | steps {u * steps_per_update:>10,}/{total_steps:,} | "
+                f"{rate:>10,.0f} steps/s | "
+                + (
+                    f"return mean {returns.mean():8.2f} min {returns.min():8.2f} max {returns.max():8.2f}"
+                    if returns.size else "return        -"
+                )
+                + (f" | diverged {len(diverged)}/{run.num_members}" if diverged else "")
+                + f" | ETA {_format_duration(eta)}"
             )
-            store.write_checkpoint(
-                run.run_dir, host_state, updates_done=u, num_updates=run.num_updates,
-                wall_seconds=time.perf_counter() - t_start,
-            )
-        returns = chunk_metrics["episode_return"][:, -1]
-        rate = run.num_members * length * steps_per_update / dt
-        eta = (run.num_updates - u) * (time.perf_counter() - t_start) / max(u - start, 1)
-        run.log(
-            f"update {u:>5}/{run.num_updates} | steps {u * steps_per_update:>10,}/{total_steps:,} | "
-            f"{rate:>10,.0f} steps/s | return mean {returns.mean():8.2f} min {returns.min():8.2f} "
-            f"max {returns.max():8.2f} | ETA {_format_duration(eta)}"
-        )
+            if len(diverged) == run.num_members:
+                where = f"; metrics.csv and the checkpoint hold it ({run.run_dir})" if run.run_dir is not None else ""
+                raise NonFiniteError(
+                    f"every member diverged (the first at update {min(diverged.values())}, the last at update "
+                    f"{max(diverged.values())}): the run stopped at update {u}/{run.num_updates}{where}"
+                )
+            if stop.received is not None:
+                name = signal.Signals(stop.received).name
+                kept = (
+                    f"the checkpoint holds update {u}/{run.num_updates}; continue with: pgkit resume {run.run_dir}"
+                    if run.run_dir is not None else "no run directory: nothing was kept"
+                )
+                run.log(f"stopped by {name}: {kept}")
+                raise Interrupted(stop.received, f"stopped by {name}: {kept}")
+    if diverged:  # the returned state holds each diverged member as frozen
+        state = devices.shard_members(jax.device_put(host_state), run.num_members)
     metrics = {k: np.concatenate([c[k] for c in collected], axis=1) for k in collected[0]} if collected else {}
     summary = []
     if u >= run.num_updates and metrics:
-        summary = _summarise(run, metrics)
+        summary = _summarise(run, metrics, diverged)
         if run.run_dir is not None:
             store.write_summary(run.run_dir, summary)
             png = plot.plot_runs([run.run_dir], run.run_dir / "learning_curve.png")
-            run.log(f"wrote {run.run_dir / 'metrics.csv'}, {png}, {run.run_dir / 'checkpoint.eqx'}")
+            run.log(f"wrote {run.run_dir / 'metrics.csv'}, {png}, checkpoints in {run.run_dir}")
     elif run.run_dir is not None:
         run.log(f"stopped at update {u}/{run.num_updates}; continue with: pgkit resume {run.run_dir}")
-    return RunResult(state, metrics, run.run_dir, summary)
+    return RunResult(state, metrics, run.run_dir, summary, dict(sorted(diverged.items())))
 
 
-def _summarise(run: Run, metrics) -> list[dict]:
+def _summarise(run: Run, metrics, diverged: dict) -> list[dict]:
+    """Per setting: statistics of the final returns of its members that did not diverge, and those that did."""
     final = metrics["episode_return"][:, -1]
     summary = []
     for g, setting in enumerate(run.settings):
-        values = final[g * run.seeds : (g + 1) * run.seeds]
-        s = stats.summarise(values)
-        s["label"] = _label(setting, run.sweep)
+        members = range(g * run.seeds, (g + 1) * run.seeds)
+        lost = [{"seed": m - g * run.seeds, "update": diverged[m]} for m in members if m in diverged]
+        values = np.array([final[m] for m in members if m not in diverged])
+        label = _label(setting, run.sweep)
+        s = {**stats.summarise(values), "label": label} if values.size else {"label": label, "seeds": 0}
+        s["diverged"] = lost
         summary.append(s)
-        run.log(
-            f"final return [{s['label']}]: mean {s['mean']:.2f} (95% CI {s['mean_low']:.2f} to {s['mean_high']:.2f}), "
-            f"IQM {s['iqm']:.2f}, min {s['min']:.2f}, max {s['max']:.2f} over {s['seeds']} seeds"
+        note = (
+            f"; {len(lost)} diverged ("
+            + ", ".join(f"seed {d['seed']} at update {d['update']}" for d in lost)
+            + ")"
+            if lost else ""
         )
+        if values.size:
+            run.log(
+                f"final return [{label}]: mean {s['mean']:.2f} (95% CI {s['mean_low']:.2f} to {s['mean_high']:.2f}), "
+                f"IQM {s['iqm']:.2f}, min {s['min']:.2f}, max {s['max']:.2f} over {s['seeds']} seeds{note}"
+            )
+        else:
+            run.log(f"final return [{label}]: every seed diverged{note.removeprefix(f'; {len(lost)} diverged')}")
     return summary
-
-

@@ -41,7 +41,8 @@ def evaluate(
     run = Run(spec, run_dir, log or (lambda _: None), recipe)
     keys, member_hparams = run.member_inputs()
     recipe, init, _ = run.functions(run.chunk)
-    state = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
+    state, record = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
+    diverged = {int(m): int(u) for m, u in record.get("diverged", [])}
     eval_env = recipe.env.with_num_envs(episodes)
     max_steps = int(eval_env.env_params.max_steps_in_episode)
 
@@ -69,9 +70,11 @@ def evaluate(
     returns = np.asarray(jax.jit(jax.vmap(one_member))(state, member_keys))
     for g, label in enumerate(run.labels()):
         values = returns[g * run.seeds : (g + 1) * run.seeds]
+        lost = [m - g * run.seeds for m in range(g * run.seeds, (g + 1) * run.seeds) if m in diverged]
         (log or (lambda _: None))(
             f"eval [{label}]: mean return {values.mean():.2f} over "
             f"{run.seeds} seed(s) x {episodes} episode(s) (min {values.min():.2f}, max {values.max():.2f})"
+            + (f"; seed(s) {', '.join(map(str, lost))} diverged: their policies are frozen before it" if lost else "")
         )
     return returns
 
