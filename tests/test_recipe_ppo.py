@@ -1,8 +1,14 @@
-"""PPO learns: the standard CartPole configuration, the adaptive-KL variant, and Pendulum."""
+"""PPO learns: the standard CartPole configuration, the adaptive-KL variant (whose β follows the
+measured KL), and Pendulum."""
 
+import dataclasses
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pgkit import experiment
+from pgkit.recipes import ppo
 
 # Pendulum-v1 (continuous): the configuration documented in recipes/ppo.py (PENDULUM_CONFIG).
 from pgkit.recipes.ppo import PENDULUM_CONFIG, PENDULUM_HPARAMS
@@ -29,7 +35,34 @@ def test_ppo_adaptive_kl_learns_cartpole():
     # 362); a random policy scores about 22.
     last = result.metrics["episode_return"][:, -49:].mean(axis=1)
     assert last.mean() >= 250, last
-    assert np.all(result.metrics["beta"] > 0)
+    # Every update adapted β by the KL it measured: doubled above 1.5 target, halved below
+    # target / 1.5, else kept (from the initial kl_beta, within [1e-6, 1e6]). In this run the KL
+    # never exceeds 1.5 target (at most 0.011), so β only halves, to the floor by update 20; the
+    # next test makes it move both ways.
+    hp = ppo.HParams()
+    kl, beta = result.metrics["kl"].astype(np.float32), result.metrics["beta"].astype(np.float32)
+    before = np.concatenate([np.full((beta.shape[0], 1), hp.kl_beta, np.float32), beta[:, :-1]], axis=1)
+    target = np.float32(hp.target_kl)
+    expected = np.where(kl > np.float32(1.5) * target, 2 * before, np.where(kl < target / np.float32(1.5), before / 2, before))
+    np.testing.assert_array_equal(beta, np.clip(expected, np.float32(1e-6), np.float32(1e6)))
+
+
+def test_adaptive_kl_beta_moves_up_after_a_large_kl_and_down_after_a_small_one():
+    """One adaptive-KL update of the recipe from β = 0.8, the target set around the KL that the
+    update measures (which does not depend on the target): β doubles where KL > 1.5 target,
+    halves where KL < target / 1.5, and stays between."""
+    config = ppo.Config(objective="adaptive_kl", num_envs=2, num_steps=32, epochs=2, minibatches=2, hidden_sizes=(8,))
+    recipe = ppo.make(config, "CartPole-v1")
+    hp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), ppo.HParams(kl_beta=0.8))
+    state = recipe.init(jax.random.PRNGKey(0), hp)
+    update = jax.jit(recipe.update)
+    kl = float(update(state, hp)[1]["kl"])
+    assert kl > 0
+    cases = [(1e-9, 1.6), (kl / 1.6, 1.6), (kl / 1.4, 0.8), (kl * 1.4, 0.8), (kl * 1.6, 0.4), (1e3, 0.4)]
+    for target_kl, expected in cases:
+        new, stats = update(state, dataclasses.replace(hp, target_kl=jnp.float32(target_kl)))
+        assert float(stats["kl"]) == kl
+        assert float(new.beta) == np.float32(expected), (target_kl, float(new.beta))
 
 
 def test_ppo_pendulum_reaches_minus_300_over_4_seeds():
