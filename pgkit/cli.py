@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from pgkit import experiment
@@ -26,6 +27,16 @@ from pgkit.experiment.registry import recipe_name
 from pgkit.recipe import ConfigError, describe, options_of, parse_option
 
 EXIT_USAGE = 2
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """pgkit's own warnings (a damaged checkpoint set aside, ...) as one line, no source excerpt."""
+    if not filename.startswith(str(Path(__file__).parent)):
+        return _default_showwarning(message, category, filename, lineno, file, line)
+    print(f"pgkit: warning: {message}", file=sys.stderr if file is None else file)
+
+
+_default_showwarning = warnings.showwarning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,6 +205,12 @@ def cpu_layout(args) -> tuple[int | None, int | None]:
 
 
 def main(argv=None) -> int:
+    with warnings.catch_warnings():  # restored on return: a test or a notebook keeps its own
+        warnings.showwarning = _warning_line
+        return _main(argv)
+
+
+def _main(argv) -> int:
     experiment.use_compilation_cache()  # a repeated configuration skips compiling
     try:
         args = build_parser().parse_args(argv)

@@ -151,6 +151,15 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, whole, da
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 1 + 2 * 9
 
 
+def test_the_command_line_reports_a_damaged_checkpoint_in_one_line(tmp_path, whole, capsys):
+    out = interrupted_run(tmp_path)
+    latest, _ = checkpoint_files(out)
+    truncate(out / latest)
+    assert cli.main(["resume", str(out)]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "set aside" in line]
+    assert len(warning) == 1 and warning[0].startswith(f"pgkit: warning: checkpoint {latest} (update 6) is truncated")
+
+
 def test_a_damaged_first_checkpoint_starts_the_run_over(tmp_path, whole):
     out = interrupted_run(tmp_path, chunks=1)
     (only,) = checkpoint_files(out)
