@@ -38,6 +38,8 @@ import numpy as np
 from gymnax.environments import spaces
 from jaxtyping import Array, Bool, Float, Int
 
+from pgkit import tabular_envs
+
 __all__ = [
     "EnvStep",
     "EnvUnavailableError",
@@ -183,7 +185,7 @@ class EnvStep(NamedTuple):
 
 
 def available_envs() -> list[str]:
-    """Names accepted by :func:`make` (gymnax's registered environments).
+    """Names accepted by :func:`make`: gymnax's registered environments, then those of ``pgkit.tabular_envs``.
 
     Returns:
         A list of environment names.
@@ -192,7 +194,7 @@ def available_envs() -> list[str]:
         >>> "CartPole-v1" in pgkit.envs.available_envs()
         True
     """
-    return list(gymnax.registered_envs)
+    return list(gymnax.registered_envs) + list(tabular_envs.registered_envs)
 
 
 def _freeze(value):
@@ -490,7 +492,8 @@ def make(
     """Build a :class:`VecEnv` of ``num_envs`` copies of the gymnax environment ``name``.
 
     Args:
-        name: a gymnax environment name (see :func:`available_envs`).
+        name: a gymnax environment name, or one of ``pgkit.tabular_envs`` (see
+            :func:`available_envs`).
         num_envs: E, the number of parallel copies (static int ≥ 1).
         normalize_observations: normalise observations by running mean / std (clipped to
             ±``clip_observations``).
@@ -519,13 +522,14 @@ def make(
         >>> env.discrete, env.action_size, env.action_low.tolist(), env.action_high.tolist()
         (False, 1, [-2.0], [2.0])
     """
-    if name not in gymnax.registered_envs:
+    if name not in available_envs():
         raise ValueError(
             f"name must be one of the available environments {available_envs()}, got {name!r}"
         )
     _check_num_envs(num_envs)
     try:
-        env, params = gymnax.make(name, **env_kwargs)
+        build = tabular_envs.make if name in tabular_envs.registered_envs else gymnax.make
+        env, params = build(name, **env_kwargs)
     except OSError as error:  # urllib's URLError and socket errors are OSErrors
         raise EnvUnavailableError(
             f"environment {name!r} could not be created: gymnax downloads its data when it is made, "
