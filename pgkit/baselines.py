@@ -3,7 +3,8 @@
 A baseline b subtracted from the return leaves a score-function estimate unbiased when b does not
 depend on the sampled action (E[∇log π · b] = b ∇∫π = 0) and changes its variance. Here: the
 batch mean (constant baseline), the variance-minimising constant baseline
-b* = E[g² R] / E[g²], the leave-one-out mean of the other samples, the state value
+b* = E[g² R] / E[g²] (per parameter or scalar), its time-dependent form for the reward-to-go
+estimator, the leave-one-out mean of the other samples, the state value
 Σ_a π(a|s) Q(s, a) implied by an action-value critic, and ``value_loss`` for a learned,
 state-dependent baseline V(s).
 """
@@ -18,6 +19,7 @@ __all__ = [
     "mean_baseline",
     "normalized_advantages",
     "optimal_baseline",
+    "per_step_optimal_baseline",
     "value_loss",
 ]
 
@@ -219,6 +221,80 @@ def optimal_baseline(score_vectors, returns, *, per_parameter=True):
     positive = denominator > 0
     safe = jnp.where(positive, denominator, 1.0)
     return jnp.where(positive, numerator / safe, jnp.mean(returns))
+
+
+def per_step_optimal_baseline(step_scores, returns):
+    """Variance-minimising time-dependent baseline of the reward-to-go estimator, per parameter.
+
+    Equation (component k, step t; sums over the N episodes i):
+        b*_{t,k} = Σ_i g_{i,t,k} Y_{i,k} / Σ_i g_{i,t,k}²,   Y_{i,k} = Σ_{t'} g_{i,t',k} G_{i,t'},
+
+    with g_{i,t} = ∇_θ log π_θ(a_{i,t}|s_{i,t}) the per-step score and G_{i,t} the reward-to-go,
+    the sample form of b*_{t,k} = E[g_{t,k} Y_k] / E[g_{t,k}²], which minimises the variance of
+    the causal estimate X_k = Σ_t g_{t,k} (G_t − b_{t,k}) of one episode over all baselines that
+    depend on t and k only. Derivation: E[g_{t,k} g_{t',k}] = 0 for t ≠ t' (the score of the later
+    action has mean zero given the past), so the terms of E[X_k²] quadratic in b are
+    Σ_t b_{t,k}² E[g_{t,k}²] and Var X_k = Σ_t (b_{t,k}² E[g_{t,k}²] − 2 b_{t,k} E[g_{t,k} Y_k])
+    + const: one independent quadratic per (t, k), minimised exactly at b*_{t,k}. Y_k is the
+    episode's estimate without baseline, so E[g_{t,k} Y_k] = E[g_{t,k}² G_t] + Σ_{t'≠t}
+    E[g_{t,k} g_{t',k} G_{t'}]: the per-step transcription E[g_t² G_t] / E[g_t²] of the lecture's
+    b = E[g² R] / E[g²] leaves out the cross terms, which do not vanish (G_{t'} depends on the
+    actions of both steps). With T = 1, or for the whole-trajectory estimator (one "step" whose
+    score is g = Σ_t g_t and Y = g R), it is :func:`optimal_baseline` per parameter. A
+    component with no score at step t in any episode (every episode over) gets the mean of
+    ``returns[t]``: its estimate does not depend on it. Estimated from the same episodes it is
+    used on, b depends on each episode by O(1/N), as the batch mean does.
+
+    Args:
+        step_scores: [T, N, *P] per-step scores g_{i,t} of N episodes, t = 0..T−1 (P parameter
+            components, e.g. ``jax.vmap(jax.vmap(jax.grad(log_prob)))`` flattened); zero on the
+            steps after an episode has ended (padding).
+        returns: [T, N] reward-to-go G_{i,t} of the same steps (values on padding steps are
+            multiplied by zero scores and do not matter).
+
+    Returns:
+        [T, *P] baselines b*_{t,k}, to subtract from G_t in component k: the gradient estimate
+        is (1/N) Σ_i Σ_t g_{i,t,k} (G_{i,t} − b*_{t,k}).
+
+    Gradients:
+        Flow through ``step_scores`` and ``returns`` (ratios of sums); it is used as a target, so
+        consuming estimates stop them.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import pgkit
+        >>> scores = jnp.array([[[1.0], [-1.0]], [[0.5], [0.0]]])  # [T=2, N=2, P=1]
+        >>> returns = jnp.array([[3.0, 1.0], [2.0, 1.0]])  # [T=2, N=2]
+        >>> pgkit.per_step_optimal_baseline(scores, returns).tolist()
+        [[2.5], [8.0]]
+
+    Reference:
+        Greensmith, Bartlett, Baxter (2004), "Variance Reduction Techniques for Gradient
+        Estimates in Reinforcement Learning", JMLR 5,
+        https://www.jmlr.org/papers/v5/greensmith04a.html; Peters, Schaal (2008), "Reinforcement
+        learning of motor skills with policy gradients", Neural Networks 21(4),
+        https://doi.org/10.1016/j.neunet.2008.02.003 (their time-dependent G(PO)MDP baseline
+        b_t^h = E[(Σ_{k≤t} g_k)² r_t] / E[(Σ_{k≤t} g_k)²] weights rewards, not reward-to-go, and
+        drops the cross terms; here the reward-to-go form makes them separable, so none is dropped)
+    """
+    step_scores = _checks.as_float(step_scores)
+    returns = _checks.as_float(returns)
+    if step_scores.ndim < 2 or step_scores.shape[0] < 1 or step_scores.shape[1] < 1:
+        raise _checks.argument_error(
+            "per_step_optimal_baseline", "step_scores", "have shape [T, N, *P] with T, N >= 1",
+            f"shape {step_scores.shape}",
+        )
+    _checks.check_shape(
+        "per_step_optimal_baseline", "returns", returns, step_scores.shape[:2], meaning="[T, N] of step_scores"
+    )
+    r = returns.reshape(returns.shape + (1,) * (step_scores.ndim - 2))
+    totals = jnp.sum(step_scores * r, axis=0)  # [N, *P]: Y_{i,k}
+    numerator = jnp.sum(step_scores * totals[None], axis=1)  # [T, *P]
+    denominator = jnp.sum(step_scores**2, axis=1)
+    positive = denominator > 0
+    safe = jnp.where(positive, denominator, 1.0)
+    fallback = jnp.mean(returns, axis=1).reshape((returns.shape[0],) + (1,) * (step_scores.ndim - 2))
+    return jnp.where(positive, numerator / safe, fallback)
 
 
 def expected_q_baseline(probs, q_values):

@@ -17,6 +17,7 @@ from pgkit import baselines
 mean_baseline = jax.jit(pgkit.mean_baseline, static_argnames="axis")
 leave_one_out_baseline = jax.jit(pgkit.leave_one_out_baseline, static_argnames="axis")
 optimal_baseline = jax.jit(pgkit.optimal_baseline, static_argnames="per_parameter")
+per_step_optimal_baseline = jax.jit(pgkit.per_step_optimal_baseline)
 value_loss = jax.jit(pgkit.value_loss, static_argnames="stop_target_gradients")
 
 
@@ -49,6 +50,20 @@ def np_optimal_baseline(scores, returns, per_parameter):
         den = sum(flat[i, k] ** 2 for i in range(n))
         out[k] = num / den if den > 0 else returns.mean()
     return out.reshape(scores.shape[1:])
+
+
+def np_per_step_optimal_baseline(step_scores, returns):
+    g, r = np.asarray(step_scores, np.float64), np.asarray(returns, np.float64)
+    t_len, n = g.shape[:2]
+    g = g.reshape(t_len, n, -1)
+    out = np.zeros((t_len, g.shape[2]))
+    for k in range(g.shape[2]):
+        totals = [sum(g[t, i, k] * r[t, i] for t in range(t_len)) for i in range(n)]  # Y_{i,k}
+        for t in range(t_len):
+            num = sum(g[t, i, k] * totals[i] for i in range(n))
+            den = sum(g[t, i, k] ** 2 for i in range(n))
+            out[t, k] = num / den if den > 0 else r[t].mean()
+    return out.reshape((t_len,) + np.shape(step_scores)[2:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,6 +167,82 @@ def test_optimal_baseline_matches_numpy_formula():
         optimal_baseline(scores[:, :1, 0], returns, per_parameter=False)[None],
         rtol=1e-6,
     )
+
+
+def test_per_step_optimal_baseline_matches_a_loop_with_padding_and_reduces_to_optimal_baseline():
+    ks, kr, km = jax.random.split(jax.random.key(12), 3)
+    scores = np.array(jax.random.normal(ks, (6, 5, 2, 3)))  # [T, N, *P]
+    returns = np.array(jax.random.normal(kr, (6, 5))) + 2.0
+    lengths = np.array(jax.random.randint(km, (5,), 1, 7))
+    lengths[lengths == 6] = 5  # step 5 is padding in every episode: the mean of returns[5]
+    for i, length in enumerate(lengths):
+        scores[length:, i] = 0.0  # padding after the episode's end
+        returns[length:, i] = 123.0  # values on padding must not matter
+    scores[:, :, 1, 2] = 0.0  # a component that never moves: the mean of returns[t]
+    got = per_step_optimal_baseline(scores, returns)
+    assert got.shape == (6, 2, 3)
+    np.testing.assert_allclose(got, np_per_step_optimal_baseline(scores, returns), rtol=2e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, 1, 2], returns.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(got[5], returns[5].mean(), rtol=1e-6)
+    padded = returns.copy()
+    padded[scores[:, :, 0, 0] == 0.0] = -7.0  # other values on the padding steps: nothing changes
+    np.testing.assert_allclose(per_step_optimal_baseline(scores, padded)[:5, 0, :2], got[:5, 0, :2], rtol=1e-5)
+    # one step: the per-parameter optimal baseline of the samples
+    np.testing.assert_allclose(
+        per_step_optimal_baseline(scores[:1], returns[:1])[0], optimal_baseline(scores[0], returns[0]), rtol=1e-5
+    )
+
+
+def two_step_problem():
+    """Every episode of a 2-step problem, repeated in proportion to its probability (16 in all).
+
+    Both steps draw a ~ softmax(θ) = (1/2, 1/4, 1/4) (no state); r_0 = f(a_0), r_1 = h(a_0, a_1):
+    the second reward depends on the first action, so the cross terms E[g_0 g_1 G_1] do not
+    vanish. Returns scores [T=2, N=16, P=3], reward-to-go [2, 16] (γ = 1).
+    """
+    p = np.array([0.5, 0.25, 0.25])
+    f = np.array([1.0, 4.0, -2.0])
+    h = np.array([[0.0, 3.0, 1.0], [5.0, -1.0, 2.0], [2.0, 6.0, -3.0]]) + 2.0
+    scores, rtg = [], []
+    for a0 in range(3):
+        for a1 in range(3):
+            for _ in range(int(round(16 * p[a0] * p[a1]))):
+                scores.append([np.eye(3)[a0] - p, np.eye(3)[a1] - p])
+                rtg.append([f[a0] + h[a0, a1], h[a0, a1]])
+    return np.transpose(np.array(scores), (1, 0, 2)), np.array(rtg).T
+
+
+def exact_rtg_variances(scores, rtg, b):
+    """Per-component variance of X_k = Σ_t g_{t,k} (G_t − b_{t,k}) over the (equally weighted) episodes."""
+    x = np.einsum("tnk,tnk->nk", scores, rtg[..., None] - np.broadcast_to(b, (2, 3))[:, None, :])
+    return x.mean(0), x.var(0)
+
+
+def test_per_step_optimal_baseline_minimises_the_exact_variance_of_the_reward_to_go_estimate():
+    scores, rtg = two_step_problem()
+    assert scores.shape == (2, 16, 3) and np.allclose(scores.mean(1), 0.0)  # E[g_t] = 0
+    b_opt = np.asarray(per_step_optimal_baseline(jnp.asarray(scores), jnp.asarray(rtg)), np.float64)
+    mean_opt, var_opt = exact_rtg_variances(scores, rtg, b_opt)
+    # a deterministic baseline leaves the mean unchanged, whatever it is
+    for b in (0.0, rtg.mean(1)[:, None], b_opt + 1.0):
+        np.testing.assert_allclose(exact_rtg_variances(scores, rtg, b)[0], mean_opt, atol=1e-5)
+    # the minimum: any perturbation of any b_{t,k} raises Var X_k (a quadratic with curvature E[g²])
+    for t in range(2):
+        for k in range(3):
+            for delta in (-0.3, 0.3):
+                b = b_opt.copy()
+                b[t, k] += delta
+                var = exact_rtg_variances(scores, rtg, b)[1]
+                assert var[k] > var_opt[k] + 0.5 * delta**2 * (scores[t, :, k] ** 2).mean(), (t, k, delta)
+    # below the time-dependent mean baseline b_t = E[G_t], and below the per-step transcription
+    # E[g_t² G_t] / E[g_t²] that drops the cross terms (strictly: they matter in this problem)
+    b_mean = rtg.mean(1)[:, None]
+    w = scores**2
+    b_drop = (w * rtg[..., None]).sum(1) / w.sum(1)
+    var_mean = exact_rtg_variances(scores, rtg, b_mean)[1]
+    var_drop = exact_rtg_variances(scores, rtg, b_drop)[1]
+    assert np.all(var_opt <= var_mean + 1e-6) and np.all(var_opt <= var_drop + 1e-6)
+    assert var_opt.sum() < 0.95 * var_drop.sum(), (var_opt.sum(), var_drop.sum(), var_mean.sum())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,7 +412,7 @@ def test_value_loss_values_and_gradients():
 def test_every_public_name_is_covered():
     assert sorted(baselines.__all__) == [
         "expected_q_baseline", "leave_one_out_baseline", "mean_baseline", "normalized_advantages",
-        "optimal_baseline", "value_loss",
+        "optimal_baseline", "per_step_optimal_baseline", "value_loss",
     ]
 
 
@@ -331,6 +422,8 @@ def _invariance_cases():
     key_a, key_b = jax.random.split(jax.random.key(8))
     returns = jax.random.normal(key_a, (3, 5))  # [M groups, N samples]
     scores = jax.random.normal(key_b, (3, 5, 2))
+    step_scores = jax.random.normal(key_a, (3, 4, 5, 2))  # [M, T, N, P]
+    step_returns = jax.random.normal(key_b, (3, 4, 5))  # [M, T, N]
     # name: (fn on one group's samples [N] (and scores [N, P]), its arguments with a leading [M]
     # axis, the same numbers from one call on the whole batch where the API allows it, an oracle)
     return {
@@ -345,6 +438,10 @@ def _invariance_cases():
         "optimal_baseline": (
             pgkit.optimal_baseline, (scores, returns), None,
             np.stack([np_optimal_baseline(s, r, True) for s, r in zip(scores, returns)]),
+        ),
+        "per_step_optimal_baseline": (
+            pgkit.per_step_optimal_baseline, (step_scores, step_returns), None,
+            np.stack([np_per_step_optimal_baseline(s, r) for s, r in zip(step_scores, step_returns)]),
         ),
         "optimal_baseline_scalar": (
             functools.partial(pgkit.optimal_baseline, per_parameter=False), (scores, returns), None,
@@ -362,7 +459,7 @@ def _invariance_cases():
 
 INVARIANCE_NAMES = (
     "mean_baseline", "leave_one_out_baseline", "optimal_baseline", "optimal_baseline_scalar",
-    "value_loss", "expected_q_baseline",
+    "per_step_optimal_baseline", "value_loss", "expected_q_baseline",
 )
 
 
@@ -394,6 +491,10 @@ def test_bad_input_raises_value_errors_naming_the_argument():
         pgkit.optimal_baseline(jnp.zeros((4, 2)), jnp.zeros((4, 1)))
     with pytest.raises(ValueError, match="score_vectors"):
         pgkit.optimal_baseline(jnp.zeros(()), jnp.zeros(()))
+    with pytest.raises(ValueError, match="returns"):
+        pgkit.per_step_optimal_baseline(jnp.zeros((4, 3, 2)), jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match="step_scores"):
+        pgkit.per_step_optimal_baseline(jnp.zeros((4,)), jnp.zeros((4,)))
     with pytest.raises(ValueError, match="returns"):
         pgkit.leave_one_out_baseline(jnp.zeros((1, 3)))
     with pytest.raises(ValueError, match="axis"):
