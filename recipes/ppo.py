@@ -11,6 +11,11 @@ https://arxiv.org/abs/1707.06347), one ``update``:
             pgkit.ppo_clip_loss | pgkit.kl_penalty_loss, pgkit.clipped_value_loss | pgkit.value_loss
         clip the gradient's global norm, Adam step with a linearly annealed learning rate
     adaptive-KL variant: β ← adaptive_kl_coefficient(β, KL(π_old‖π), target_kl)
+    KL early stopping (kl_stop = k1 | k2 | k3, off by default): before each minibatch step,
+        estimate KL(π_old‖π) on the minibatch from the log-ratios     pgkit.kl_k1 | kl_k2 | kl_k3
+        (samples from π_old); once it exceeds 1.5·target_kl, that step and the rest of the
+        update's epochs are skipped (Stable-Baselines3's rule; OpenAI Spinning Up's PPO stops
+        its policy iterations the same way)
 
 Default configuration (the standard CartPole setting of the PPO implementation-details study,
 Huang et al., 2022, https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/):
@@ -54,6 +59,10 @@ class Config:
     hidden_sizes: tuple[int, ...] = option((64, 64), "hidden layer widths of actor and critic")
     activation: str = option("tanh", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
     objective: str = option("clip", "surrogate objective", choices=("clip", "adaptive_kl"))
+    kl_stop: str = option(
+        "none", "end an update's epochs at the first minibatch whose sample KL estimate of KL(π_old‖π) "
+        "exceeds 1.5·target_kl (pgkit.kl_k1/k2/k3), its step not taken", choices=("none", "k1", "k2", "k3"),
+    )
     clip_value: bool = option(True, "clip the value loss around the old values")
     normalize_advantages: bool = option(True, "normalise advantages within each minibatch")
     anneal_lr: bool = option(True, "anneal the learning rate linearly to 0")
@@ -71,7 +80,7 @@ class HParams:
     ent_coef: float = option(0.01, "entropy bonus coefficient", low=0.0)
     vf_coef: float = option(0.5, "value loss coefficient", low=0.0)
     max_grad_norm: float = option(0.5, "global gradient-norm clip", positive=True)
-    target_kl: float = option(0.01, "target KL per update (adaptive_kl objective)", positive=True)
+    target_kl: float = option(0.01, "target KL per update (adaptive_kl objective, kl_stop)", positive=True)
     kl_beta: float = option(1.0, "initial KL penalty coefficient (adaptive_kl; kept in [1e-6, 1e6] after each update)", low=0.0)
 
 
@@ -169,6 +178,9 @@ def make(config: Config, env_name: str) -> Recipe:
             "approx_kl": pgkit.approx_kl(log_probs, traj.log_probs).mean(),
             "clip_fraction": pgkit.clip_fraction(log_probs, traj.log_probs, clip_eps=hp.clip_eps).mean(),
         }
+        if config.kl_stop != "none":  # samples from π_old: log r = log π − log π_old estimates KL(π_old‖π)
+            estimator = {"k1": pgkit.kl_k1, "k2": pgkit.kl_k2, "k3": pgkit.kl_k3}[config.kl_stop]
+            stats["kl_estimate"] = estimator(jax.lax.stop_gradient(log_probs - traj.log_probs)).mean()
         return loss, stats
 
     def update(state: State, hp: HParams):
@@ -185,23 +197,32 @@ def make(config: Config, env_name: str) -> Recipe:
         flat = (*flat, old_params)
 
         def minibatch_step(carry, indices):
-            networks, opt_state = carry
+            networks, opt_state, *stopped = carry
             traj_mb, adv_mb, target_mb, old_params_mb = jax.tree.map(lambda x: x[indices], flat)
             old_dist = None if old_params_mb is None else nn.policy_distribution(old_params_mb, discrete=env.discrete)
             grads, stats = jax.grad(loss_fn, has_aux=True)(
                 networks, (traj_mb, adv_mb, target_mb, old_dist), state.beta, hp
             )
-            updates, opt_state = optimizer(hp).update(grads, opt_state)
-            return (optax.apply_updates(networks, updates), opt_state), stats
+            updates, new_opt_state = optimizer(hp).update(grads, opt_state)
+            new = (optax.apply_updates(networks, updates), new_opt_state)
+            if config.kl_stop == "none":
+                return new, stats
+            # the first minibatch over the bound ends the update: its step and all later ones skipped
+            stop = stopped[0] | (stats["kl_estimate"] > 1.5 * hp.target_kl)
+            stats["steps_taken"] = (~stop).astype(jnp.float32)
+            kept = jax.tree.map(lambda n, o: jnp.where(stop, o, n) if eqx.is_array(n) else n, new, (networks, opt_state))
+            return (*kept, stop), stats
 
         def epoch(carry, key):
             perm = jax.random.permutation(key, batch_size).reshape(config.minibatches, minibatch_size)
             return jax.lax.scan(minibatch_step, carry, perm)
 
-        (networks, opt_state), stats = jax.lax.scan(
-            epoch, (state.networks, state.opt_state), jax.random.split(perm_key, config.epochs)
-        )
-        step = state.step + config.epochs * config.minibatches
+        carry = (state.networks, state.opt_state) + (() if config.kl_stop == "none" else (jnp.bool_(False),))
+        (networks, opt_state, *_), stats = jax.lax.scan(epoch, carry, jax.random.split(perm_key, config.epochs))
+        if config.kl_stop == "none":
+            step = state.step + config.epochs * config.minibatches
+        else:  # the minibatch steps taken before the KL bound was crossed
+            step = state.step + stats["steps_taken"].sum().astype(jnp.int32)
         stats = jax.tree.map(jnp.mean, stats)
         beta = state.beta
         if config.objective == "adaptive_kl":

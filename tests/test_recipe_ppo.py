@@ -71,3 +71,61 @@ def test_ppo_pendulum_reaches_minus_300_over_4_seeds():
     )
     returns = final_returns(result)
     assert returns.mean() >= -300, returns
+
+
+SMALL = dict(num_envs=2, num_steps=32, hidden_sizes=(8,))
+
+
+def one_update(config, hp, key=0):
+    recipe = ppo.make(ppo.Config(**config), "CartPole-v1")
+    hp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hp)
+    state = recipe.init(jax.random.PRNGKey(key), hp)
+    return jax.jit(recipe.update)(state, hp)
+
+
+def test_kl_stop_with_a_tiny_bound_takes_only_the_first_step():
+    """KL early stopping: before the first step π = π_old, so the estimate is 0 and the step is
+    taken; after it the estimate exceeds any tiny bound, so the update ends there. With one
+    minibatch per epoch that is one full-batch Adam step: the update without early stopping
+    and a single epoch."""
+    hp = ppo.HParams(target_kl=1e-12)
+    stopped, stats = one_update(dict(SMALL, epochs=3, minibatches=1, kl_stop="k3"), hp)
+    assert float(stats["steps_taken"]) == np.float32(1 / 3) and int(stopped.step) == 1
+    assert float(stats["kl_estimate"]) > 1.5e-12
+    single, _ = one_update(dict(SMALL, epochs=1, minibatches=1), hp)
+    for a, b in zip(jax.tree.leaves(eqx_arrays(stopped.networks)), jax.tree.leaves(eqx_arrays(single.networks))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_kl_stop_estimators_and_an_unreached_bound():
+    """With a bound it never reaches, early stopping changes nothing (every step taken, the same
+    networks); its k3 estimate is approx_kl (both are k3 = (r − 1) − log r of log r = log π −
+    log π_old); k2 agrees with k3 to second order for a small step, and k1 (which lacks k3's
+    control variate r − 1) differs from both."""
+    config = dict(SMALL, epochs=2, minibatches=2)
+    hp = ppo.HParams(target_kl=1e9)
+    plain, plain_stats = one_update(config, hp)
+    estimates = {}
+    for name in ("k1", "k2", "k3"):
+        state, stats = one_update(dict(config, kl_stop=name), hp)
+        assert float(stats["steps_taken"]) == 1.0 and int(state.step) == int(plain.step) == 4
+        for a, b in zip(jax.tree.leaves(eqx_arrays(state.networks)), jax.tree.leaves(eqx_arrays(plain.networks))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
+        estimates[name] = float(stats["kl_estimate"])
+    np.testing.assert_allclose(estimates["k3"], float(plain_stats["approx_kl"]), rtol=1e-4)
+    np.testing.assert_allclose(estimates["k2"], estimates["k3"], rtol=0.05)
+    assert abs(estimates["k1"] - estimates["k3"]) > 0.5 * estimates["k3"]
+
+
+def test_kl_stop_bound_in_between_stops_partway():
+    """A bound between the first step's KL and the last's: some steps, not all, and a tighter
+    bound never takes more."""
+    config = dict(SMALL, epochs=8, minibatches=2, kl_stop="k3")
+    taken = [float(one_update(config, ppo.HParams(lr=1e-2, target_kl=t))[1]["steps_taken"]) for t in (1e-1, 1e-3, 1e-5)]
+    assert taken[0] >= taken[1] >= taken[2] and 1 / 16 < taken[1] < 1.0, taken
+
+
+def eqx_arrays(tree):
+    import equinox as eqx
+
+    return eqx.filter(tree, eqx.is_array)
