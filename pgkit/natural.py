@@ -35,13 +35,17 @@ import jax.numpy as jnp
 
 __all__ = [
     "CGResult",
+    "EpisodeSegments",
     "LineSearchResult",
+    "NaturalActorCriticWeights",
     "NaturalGradientResult",
     "backtracking_line_search",
     "categorical_fisher_product",
     "compatible_features_weights",
     "conjugate_gradient",
     "empirical_fisher_vector_product",
+    "episode_segment_sums",
+    "episodic_natural_actor_critic_weights",
     "fisher_vector_product",
     "gauss_newton_fisher_product",
     "gaussian_fisher_product",
@@ -872,3 +876,274 @@ def compatible_features_weights(
     )
     solution, *_ = jnp.linalg.lstsq(design, response)
     return solution
+
+
+class EpisodeSegments(NamedTuple):
+    """Result of ``episode_segment_sums``: per step, the sums of the segment it ends.
+
+    A segment is a maximal run of steps of one stream that no ``done`` cuts and the rollout
+    holds (it starts at t = 0 or after a done, and ends at a done or at t = T − 1). Step t of a
+    segment that started at t₀ holds the sums over t₀..t; the rows to regress are the steps
+    where ``ends`` is True.
+
+    Attributes:
+      score_sums: ``[T, *B, P]`` ``Σ_{u=t₀}^{t} Γ_u ψ_u`` with ``Γ_u = Π_{v=t₀}^{u−1} discounts_v``
+        (γ^{u−t₀} inside a segment).
+      returns: ``[T, *B]`` ``Σ_{u=t₀}^{t} Γ_u r_u``, the discounted return of the segment so far.
+      baseline_features: ``[T, *B, K]`` ``φ(s_{t₀}) − Γ_{t+1} φ(s'_t)``: the value part
+        ``V(s_{t₀}) − Γ_{t+1} V(s'_t)`` of ``V = φᵀ v`` (``Γ_{t+1} = 0`` after a termination).
+      ends: ``[T, *B]`` bool, whether a segment ends at t (``dones[t]`` or t = T − 1).
+    """
+
+    score_sums: Any
+    returns: Any
+    baseline_features: Any
+    ends: Any
+
+
+def _segment_step(carry, inputs):
+    fresh, coefficient, score_sum, return_sum, start = carry
+    score, reward, discount, done, features, next_features = inputs
+    coefficient = jnp.where(fresh, jnp.ones_like(coefficient), coefficient)
+    score_sum = jnp.where(fresh[..., None], jnp.zeros_like(score_sum), score_sum) + coefficient[..., None] * score
+    return_sum = jnp.where(fresh, jnp.zeros_like(return_sum), return_sum) + coefficient * reward
+    start = jnp.where(fresh[..., None], features, start)
+    coefficient = coefficient * discount  # Γ_{t+1}
+    baseline = start - coefficient[..., None] * next_features
+    return (done, coefficient, score_sum, return_sum, start), (score_sum, return_sum, baseline)
+
+
+def episode_segment_sums(scores, rewards, discounts, dones, state_features=None, next_state_features=None):
+    """Discounted sums of compatible features and rewards over episode segments: episodic NAC's rows.
+
+    For the segment t₀..t of one stream (see ``EpisodeSegments``), with ``Γ_u = Π_{v=t₀}^{u−1}
+    discounts_v``::
+
+        Ψ_t = Σ_{u=t₀}^{t} Γ_u ψ_u,    R_t = Σ_{u=t₀}^{t} Γ_u r_u,    b_t = φ(s_{t₀}) − Γ_{t+1} φ(s'_t).
+
+    Summing ``A(s_u, a_u) = E[r_u + γ V(s'_u) − V(s_u)]`` along the segment telescopes:
+    ``E[R_t] = E[Ψ_tᵀ w + V(s_{t₀}) − Γ_{t+1} V(s'_t)]`` for the compatible critic
+    ``A_w(s, a) = ψ(s, a)ᵀ w`` and ``V(s) = φ(s)ᵀ v``, so regressing ``R_t`` on ``[Ψ_t, b_t]`` at
+    the segment ends gives w (:func:`episodic_natural_actor_critic_weights`). For whole episodes
+    from the start state with ``φ = 1`` (the default) the rows are Peters & Schaal's
+    ``[Σ_t γ^t ψ_t, 1]`` and ``Σ_t γ^t r_t``; a segment cut by a truncation or by the end of
+    the rollout bootstraps from ``φ(s'_t)``, the true next state.
+
+    Args:
+      scores: ``[T, *B, P]`` flattened score vectors ψ_t = ∇_θ log π_θ(a_t|s_t) (time-major).
+      rewards: ``[T, *B]`` r_t.
+      discounts: ``[T, *B]`` γ·(1 − terminated_t).
+      dones: ``[T, *B]`` bool, terminated or truncated at t: a segment ends there.
+      state_features: optional ``[T, *B, K]`` φ(s_t) (default: ones, K = 1).
+      next_state_features: optional ``[T, *B, K]`` φ(s'_t) of the true next states (default:
+        ones, K = 1; required when ``state_features`` is given).
+
+    Returns:
+      ``EpisodeSegments(score_sums [T, *B, P], returns [T, *B], baseline_features [T, *B, K],
+      ends [T, *B])``.
+
+    Gradients:
+      Through ``scores``, ``rewards`` and the features (sums with the discounts' products as
+      coefficients); callers treat the rows as data.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import pgkit
+      >>> scores = jnp.array([[[1.0]], [[2.0]], [[4.0]]])          # T = 3, B = 1, P = 1
+      >>> rewards, dones = jnp.ones((3, 1)), jnp.array([[False], [True], [False]])
+      >>> seg = pgkit.episode_segment_sums(scores, rewards, 0.5 * (1.0 - dones), dones)
+      >>> print(seg.score_sums[:, 0, 0].tolist(), seg.returns[:, 0].tolist(), seg.ends[:, 0].tolist())
+      [1.0, 2.0, 4.0] [1.0, 1.5, 1.0] [False, True, True]
+      >>> print(seg.baseline_features[:, 0, 0].tolist())
+      [0.5, 1.0, 0.5]
+
+    Reference:
+      Peters, Schaal. Natural Actor-Critic. Neurocomputing 71(7-9), 2008, section 3.3 and
+      table 2 (episodic natural actor-critic). https://doi.org/10.1016/j.neucom.2007.11.026
+    """
+    if jnp.ndim(scores) < 2:
+        raise ValueError(
+            f"episode_segment_sums: `scores` must have shape [T, *B, P], got {jnp.shape(scores)}."
+        )
+    steps = jnp.shape(scores)[:-1]
+    for name, value in (("rewards", rewards), ("discounts", discounts), ("dones", dones)):
+        if jnp.shape(value) != steps:
+            raise ValueError(
+                f"episode_segment_sums: `{name}` has shape {jnp.shape(value)}, expected {steps} "
+                f"([T, *B] of `scores` [T, *B, P] = {jnp.shape(scores)})."
+            )
+    if (state_features is None) != (next_state_features is None):
+        raise ValueError(
+            "episode_segment_sums: give both `state_features` and `next_state_features`, or neither."
+        )
+    dtype = jnp.result_type(scores, rewards, float)
+    if state_features is None:
+        state_features = next_state_features = jnp.ones(steps + (1,), dtype)
+    for name, value in (("state_features", state_features), ("next_state_features", next_state_features)):
+        if jnp.ndim(value) != len(steps) + 1 or jnp.shape(value)[:-1] != steps:
+            raise ValueError(
+                f"episode_segment_sums: `{name}` has shape {jnp.shape(value)}, expected [T, *B, K] "
+                f"with [T, *B] = {steps}."
+            )
+    if jnp.shape(state_features) != jnp.shape(next_state_features):
+        raise ValueError(
+            "episode_segment_sums: `state_features` and `next_state_features` must share one shape, "
+            f"got {jnp.shape(state_features)} and {jnp.shape(next_state_features)}."
+        )
+    batch = steps[1:]
+    init = (
+        jnp.ones(batch, bool),
+        jnp.ones(batch, dtype),
+        jnp.zeros(batch + jnp.shape(scores)[-1:], dtype),
+        jnp.zeros(batch, dtype),
+        jnp.zeros(batch + jnp.shape(state_features)[-1:], dtype),
+    )
+    inputs = (
+        jnp.asarray(scores, dtype),
+        jnp.asarray(rewards, dtype),
+        jnp.asarray(discounts, dtype),
+        jnp.asarray(dones, bool),
+        jnp.asarray(state_features, dtype),
+        jnp.asarray(next_state_features, dtype),
+    )
+    _, (score_sums, returns, baseline) = jax.lax.scan(_segment_step, init, inputs)
+    ends = jnp.asarray(dones, bool).at[-1].set(True)
+    return EpisodeSegments(score_sums, returns, baseline, ends)
+
+
+class NaturalActorCriticWeights(NamedTuple):
+    """Result of ``episodic_natural_actor_critic_weights``.
+
+    Attributes:
+      natural_gradient: ``[P]`` w, the compatible critic's weights: the natural-gradient
+        direction the actor steps along.
+      baseline_weights: ``[K]`` v, the weights of the value part ``V(s) = φ(s)ᵀ v`` (for
+        ``φ = 1`` the paper's J, the mean discounted return of the start states).
+      residuals: ``[M]`` ``R_m − Ψ_mᵀ w − b_mᵀ v`` of every row (rows of weight 0 included).
+      cg_residual_norm_squared: scalar ‖r‖² of conjugate gradient's last residual on the
+        normal equations of w (0 for the exact solve).
+    """
+
+    natural_gradient: Any
+    baseline_weights: Any
+    residuals: Any
+    cg_residual_norm_squared: Any
+
+
+def episodic_natural_actor_critic_weights(
+    score_sums,
+    returns,
+    baseline_features=None,
+    weights=None,
+    *,
+    ridge=0.0,
+    iterations: int | None = None,
+    stop_target_gradients: bool = True,
+) -> NaturalActorCriticWeights:
+    """Episodic natural actor-critic: the compatible critic w and the baseline v by least squares on episodes.
+
+    ``(w, v) = argmin Σ_m q_m (R_m − Ψ_mᵀ w − b_mᵀ v)² + ridge ‖w‖²`` over rows m (episodes, or
+    the segments of :func:`episode_segment_sums`), with ``Ψ_m = Σ_t γ^t ψ_t`` the discounted sum
+    of compatible features ``ψ = ∇_θ log π_θ(a|s)``, ``R_m = Σ_t γ^t r_t`` and baseline features
+    ``b_m`` (a constant 1 by default: the paper's ``[Φ] = [Σ_t γ^t ψ_t, 1]``). Since
+    ``Σ_t γ^t A(s_t, a_t)`` telescopes to the return minus the start value, the critic
+    ``A_w = ψᵀ w`` is fitted to the rollouts themselves, without a value network, and w is the
+    natural gradient ``F⁻¹ ∇J`` (Peters & Schaal 2008): the actor steps along w.
+
+    Solved by eliminating v (Frisch-Waugh-Lovell): the rows of Ψ and R are projected off the
+    span of the weighted baseline features, then w solves ``(Ψ̃ᵀ Ψ̃ + ridge I) w = Ψ̃ᵀ R̃`` (the
+    weights ``q`` normalised and folded into the rows), and ``v = B⁺ (R − Ψ w)``. With
+    ``iterations=None`` w is the exact (minimum-norm, if singular) solution
+    (:func:`compatible_features_weights`, O(M P²): small policies); with an int it is that many
+    conjugate-gradient steps on :func:`empirical_fisher_vector_product` (O(M P) each).
+
+    Args:
+      score_sums: ``[M, P]`` rows Ψ_m (e.g. ``EpisodeSegments.score_sums`` reshaped to M rows).
+      returns: ``[M]`` R_m.
+      baseline_features: optional ``[M, K]`` rows b_m (default ones, K = 1).
+      weights: optional ``[M]`` non-negative row weights (e.g. ``EpisodeSegments.ends`` as
+        0/1 to keep only the segment ends), normalised to sum to one; at least one positive.
+      ridge: scalar ≥ 0 (traced float) added to ``Σ_m q_m Ψ̃_m Ψ̃_mᵀ`` (the ψ-block only).
+      iterations: static: None for the exact solve, or an int ≥ 1 of conjugate-gradient steps.
+      stop_target_gradients: if True (default), no gradient flows into ``returns``.
+
+    Returns:
+      ``NaturalActorCriticWeights(natural_gradient [P], baseline_weights [K], residuals [M],
+      cg_residual_norm_squared scalar)``.
+
+    Gradients:
+      Through ``score_sums``, ``baseline_features`` and ``weights`` (and ``returns`` when
+      ``stop_target_gradients=False``); a critic fit, not meant for differentiation.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import pgkit
+      >>> psi = jnp.array([[1.0], [-1.0], [2.0], [-2.0]])
+      >>> fit = pgkit.episodic_natural_actor_critic_weights(psi, 3.0 + 0.5 * psi[:, 0])
+      >>> print(round(float(fit.natural_gradient[0]), 4), round(float(fit.baseline_weights[0]), 4))
+      0.5 3.0
+
+    Reference:
+      Peters, Schaal. Natural Actor-Critic. Neurocomputing 71(7-9), 2008, section 3.3 and
+      table 2 (episodic natural actor-critic). https://doi.org/10.1016/j.neucom.2007.11.026
+    """
+    if jnp.ndim(score_sums) != 2:
+        raise ValueError(
+            "episodic_natural_actor_critic_weights: `score_sums` must have shape [M, P], got "
+            f"{jnp.shape(score_sums)}."
+        )
+    num_rows, num_params = jnp.shape(score_sums)
+    if jnp.shape(returns) != (num_rows,):
+        raise ValueError(
+            f"episodic_natural_actor_critic_weights: `returns` has shape {jnp.shape(returns)}, "
+            f"expected ({num_rows},) to match `score_sums` [M, P] = {jnp.shape(score_sums)}."
+        )
+    dtype = jnp.result_type(score_sums, returns, float)
+    if baseline_features is None:
+        baseline_features = jnp.ones((num_rows, 1), dtype)
+    elif jnp.ndim(baseline_features) != 2 or jnp.shape(baseline_features)[0] != num_rows:
+        raise ValueError(
+            "episodic_natural_actor_critic_weights: `baseline_features` has shape "
+            f"{jnp.shape(baseline_features)}, expected [M, K] with M = {num_rows}."
+        )
+    if weights is None:
+        weights = jnp.full((num_rows,), 1.0 / num_rows, dtype)
+    elif jnp.shape(weights) != (num_rows,):
+        raise ValueError(
+            f"episodic_natural_actor_critic_weights: `weights` has shape {jnp.shape(weights)}, "
+            f"expected ({num_rows},) to match `score_sums` [M, P] = {jnp.shape(score_sums)}."
+        )
+    else:
+        weights = jnp.asarray(weights, dtype) / jnp.sum(weights)
+    if iterations is not None and (
+        isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1
+    ):
+        raise ValueError(
+            "episodic_natural_actor_critic_weights: `iterations` must be None (exact solve) or a "
+            f"static Python int >= 1, got {iterations!r}."
+        )
+    if stop_target_gradients:
+        returns = jax.lax.stop_gradient(returns)
+    root = jnp.sqrt(weights)[:, None]
+    scores = root * jnp.asarray(score_sums, dtype)
+    response = root[:, 0] * jnp.asarray(returns, dtype)
+    baseline = root * jnp.asarray(baseline_features, dtype)
+    # v's least-squares coefficients of R and of every column of Ψ (K small: an exact solve)
+    coefficients, *_ = jnp.linalg.lstsq(baseline, jnp.concatenate([response[:, None], scores], axis=1))
+    scores = scores - baseline @ coefficients[:, 1:]
+    response = response - baseline @ coefficients[:, 0]
+    # rows scaled by √M so that the uniform 1/M of the Fisher helpers gives back Σ_m q_m (…)
+    scale = jnp.sqrt(jnp.asarray(num_rows, dtype))
+    if iterations is None:
+        w = compatible_features_weights(scale * scores, scale * response, ridge=ridge)
+        cg_residual = jnp.zeros((), dtype)
+    else:
+        cg = conjugate_gradient(
+            lambda v: empirical_fisher_vector_product(scale * scores, v, damping=ridge),
+            scores.T @ response,
+            iterations=iterations,
+        )
+        w, cg_residual = cg.solution, cg.residual_norm_squared
+    v = coefficients[:, 0] - coefficients[:, 1:] @ w
+    residuals = returns - score_sums @ w - baseline_features @ v
+    return NaturalActorCriticWeights(w, v, residuals, cg_residual)

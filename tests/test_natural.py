@@ -769,3 +769,163 @@ def test_natural_gradient_step_jit_equals_eager_without_retracing_and_checks_cg_
     assert len(traces) == 1  # new float max_kl and backtrack_ratio do not retrace
     with pytest.raises(ValueError, match="cg_iterations"):
         pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02, cg_iterations=2.0)
+
+
+# ----------------------------------------------------------------------------- episodic natural actor-critic
+
+
+def _segment_sums_loop(scores, rewards, discounts, dones, features, next_features):
+    """NumPy oracle of episode_segment_sums: per stream, restart the sums after every done."""
+    T, E, P = scores.shape
+    score_sums, returns = np.zeros((T, E, P)), np.zeros((T, E))
+    baseline = np.zeros((T, E, features.shape[-1]))
+    for e in range(E):
+        start = 0
+        for t in range(T):
+            if t > 0 and dones[t - 1, e]:
+                start = t
+            coefficient = 1.0
+            for u in range(start, t + 1):
+                score_sums[t, e] += coefficient * scores[u, e]
+                returns[t, e] += coefficient * rewards[u, e]
+                coefficient *= discounts[u, e]  # after the loop: Γ_{t+1}
+            baseline[t, e] = features[start, e] - coefficient * next_features[t, e]
+    return score_sums, returns, baseline
+
+
+def test_episode_segment_sums_match_a_numpy_loop_and_split_at_a_done():
+    data = ref.random_rollout(7, T=13, batch_shape=(3,))
+    rng = np.random.default_rng(8)
+    scores = rng.normal(size=(13, 3, 2)).astype(np.float32)
+    features = rng.normal(size=(13, 3, 2)).astype(np.float32)
+    next_features = rng.normal(size=(13, 3, 2)).astype(np.float32)
+    args = (scores, data["rewards"], data["discounts"], data["dones"] > 0, features, next_features)
+    segments = jax.jit(pgkit.episode_segment_sums)(*args)
+    expected = _segment_sums_loop(*args)
+    for actual, desired in zip(segments[:3], expected):
+        np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(segments.ends, (data["dones"] > 0) | (np.arange(13) == 12)[:, None])
+    # a rollout split after a done is its two halves; a single stream is a column of the batch
+    split = int(np.flatnonzero(data["dones"][:, 0])[0]) + 1
+    first = pgkit.episode_segment_sums(*(a[:split, :1] for a in args))
+    second = pgkit.episode_segment_sums(*(a[split:, :1] for a in args))
+    for whole, a, b in zip(segments[:3], first[:3], second[:3]):
+        np.testing.assert_allclose(whole[:, :1], np.concatenate([a, b]), rtol=1e-6, atol=1e-6)
+    # default features: a constant 1, so b = 1 − Γ_{t+1} (1 on a terminated step)
+    constant = pgkit.episode_segment_sums(*args[:4])
+    ones = np.ones((13, 3, 1), np.float32)
+    np.testing.assert_allclose(constant.baseline_features, _segment_sums_loop(*args[:4], ones, ones)[2], atol=1e-6)
+    np.testing.assert_array_equal(constant.baseline_features[data["terminated"]], 1.0)
+    with pytest.raises(ValueError, match="rewards"):
+        pgkit.episode_segment_sums(scores, data["rewards"][:5], data["discounts"], data["dones"])
+    with pytest.raises(ValueError, match="next_state_features"):
+        pgkit.episode_segment_sums(*args[:5])
+    with pytest.raises(ValueError, match="state_features"):
+        pgkit.episode_segment_sums(*args[:4], features[..., 0], next_features[..., 0])
+
+
+def _least_squares_oracle(score_sums, returns, baseline, weights, ridge):
+    """min Σ q (R − Ψw − Bv)² + ridge‖w‖² in float64, as one augmented least-squares problem."""
+    q = weights / weights.sum()
+    P, K = score_sums.shape[1], baseline.shape[1]
+    design = np.concatenate([np.sqrt(q)[:, None] * np.concatenate([score_sums, baseline], 1),
+                             np.concatenate([np.sqrt(ridge) * np.eye(P), np.zeros((P, K))], 1)])
+    response = np.concatenate([np.sqrt(q) * returns, np.zeros(P)])
+    solution = np.linalg.lstsq(design, response, rcond=None)[0]
+    return solution[:P], solution[P:]
+
+
+@pytest.mark.parametrize("iterations", [None, 12], ids=["exact", "cg"])
+def test_episodic_natural_actor_critic_weights_are_least_squares(iterations):
+    rng = np.random.default_rng(9)
+    M, P = 30, 5
+    score_sums = rng.normal(size=(M, P)).astype(np.float32)
+    baseline = np.concatenate([np.ones((M, 1)), rng.normal(size=(M, 1))], 1).astype(np.float32)
+    returns = (score_sums @ rng.normal(size=P) + 3.0 * baseline[:, 1] + 2.0 + rng.normal(size=M)).astype(np.float32)
+    weights = rng.random(M).astype(np.float32) * (rng.random(M) < 0.7)  # some rows left out
+    fit = jax.jit(pgkit.episodic_natural_actor_critic_weights, static_argnames="iterations")(
+        score_sums, returns, baseline, weights, ridge=0.3, iterations=iterations
+    )
+    w, v = _least_squares_oracle(*(np.asarray(a, np.float64) for a in (score_sums, returns, baseline, weights)), 0.3)
+    np.testing.assert_allclose(fit.natural_gradient, w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fit.baseline_weights, v, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fit.residuals, returns - score_sums @ w - baseline @ v, rtol=1e-4, atol=1e-4)
+    # the default: uniform weights and a constant baseline
+    default = pgkit.episodic_natural_actor_critic_weights(score_sums, returns, iterations=iterations)
+    w1, v1 = _least_squares_oracle(score_sums.astype(np.float64), returns.astype(np.float64), np.ones((M, 1)),
+                                   np.ones(M), 0.0)
+    np.testing.assert_allclose(default.natural_gradient, w1, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(default.baseline_weights, v1, rtol=1e-4, atol=1e-4)
+    # no gradient into the returns by default; vmap over problems
+    grad = jax.grad(lambda r: jnp.sum(pgkit.episodic_natural_actor_critic_weights(
+        score_sums, r, iterations=iterations).natural_gradient))(returns)
+    np.testing.assert_array_equal(grad, np.zeros(M))
+    stacked = jax.vmap(lambda r: pgkit.episodic_natural_actor_critic_weights(
+        score_sums, r, baseline, weights, ridge=0.3, iterations=iterations).natural_gradient)(
+        jnp.stack([returns, -returns]))
+    np.testing.assert_allclose(stacked[0], w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stacked[1], -w, rtol=1e-4, atol=1e-4)
+
+
+def _gaussian_streams(key, *, num_streams, num_steps, mean, log_std, target, gamma, noise, p_truncate):
+    """A state-free task, continuing: a ~ N(μ, σ²) at every step, reward exp(−(a − c)²/2) + noise,
+    episodes truncated at random; the scores of θ = (μ, log σ)."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    shape = (num_steps, num_streams)
+    std = jnp.exp(log_std)
+    eps = jax.random.normal(k1, shape)
+    actions = mean + std * eps
+    rewards = jnp.exp(-0.5 * (actions - target) ** 2) + noise * jax.random.normal(k2, shape)
+    scores = jnp.stack([eps / std, eps**2 - 1.0], axis=-1)  # ∇_(μ, log σ) log N(a; μ, σ²)
+    dones = jax.random.uniform(k3, shape) < p_truncate
+    return scores, rewards, jnp.full(shape, gamma), dones
+
+
+def test_episodic_natural_actor_critic_weights_are_the_natural_gradient_in_expectation():
+    # Every step draws a ~ N(μ, σ²): the Fisher per step is diag(1/σ², 2) and the expected reward
+    # E[exp(−(a − c)²/2)] = exp(−(μ − c)²/(2(1 + σ²))) / sqrt(1 + σ²), so F⁻¹∇J (both summed over
+    # the discounted visits, which cancel) has a closed form. Truncated segments bootstrap from
+    # V = E[r]/(1 − γ): with φ = 1 the baseline feature 1 − γᴴ makes v = V.
+    mean, log_std, target, gamma = 0.3, jnp.log(0.8), 1.0, 0.9
+
+    def expected_reward(theta):
+        variance = 1.0 + jnp.exp(2.0 * theta[1])
+        return jnp.exp(-0.5 * (theta[0] - target) ** 2 / variance) / jnp.sqrt(variance)
+
+    theta = jnp.array([mean, log_std])
+    natural = np.asarray(jax.grad(expected_reward)(theta)) / np.array([1.0 / 0.8**2, 2.0])
+    value = float(expected_reward(theta)) / (1.0 - gamma)
+
+    @jax.jit
+    def estimate(key):
+        scores, rewards, discounts, dones = _gaussian_streams(
+            key, num_streams=8, num_steps=120, mean=mean, log_std=log_std, target=target, gamma=gamma,
+            noise=0.1, p_truncate=0.05,
+        )
+        segments = pgkit.episode_segment_sums(scores, rewards, discounts, dones)
+        fit = pgkit.episodic_natural_actor_critic_weights(
+            segments.score_sums.reshape(-1, 2), segments.returns.reshape(-1),
+            segments.baseline_features.reshape(-1, 1), segments.ends.reshape(-1).astype(jnp.float32),
+        )
+        return jnp.concatenate([fit.natural_gradient, fit.baseline_weights])
+
+    draws = np.asarray(jax.vmap(estimate)(jax.random.split(jax.random.key(10), 400)), np.float64)
+    mean_estimate = draws.mean(0)
+    standard_error = draws.std(0, ddof=1) / np.sqrt(len(draws))
+    expected = np.concatenate([natural, [value]])
+    assert np.all(np.abs(mean_estimate - expected) < 4.0 * standard_error), (mean_estimate, expected, standard_error)
+    # and the estimate is informative: the natural gradient is several standard errors from zero
+    assert np.all(np.abs(expected[:2]) > 10.0 * standard_error[:2])
+
+
+def test_episodic_natural_actor_critic_weights_bad_input():
+    with pytest.raises(ValueError, match="score_sums"):
+        pgkit.episodic_natural_actor_critic_weights(jnp.zeros(4), jnp.zeros(4))
+    with pytest.raises(ValueError, match="returns"):
+        pgkit.episodic_natural_actor_critic_weights(jnp.zeros((4, 2)), jnp.zeros(3))
+    with pytest.raises(ValueError, match="baseline_features"):
+        pgkit.episodic_natural_actor_critic_weights(jnp.zeros((4, 2)), jnp.zeros(4), jnp.ones(4))
+    with pytest.raises(ValueError, match="weights"):
+        pgkit.episodic_natural_actor_critic_weights(jnp.zeros((4, 2)), jnp.zeros(4), None, jnp.ones(3))
+    with pytest.raises(ValueError, match="iterations"):
+        pgkit.episodic_natural_actor_critic_weights(jnp.zeros((4, 2)), jnp.zeros(4), iterations=0)
