@@ -15,6 +15,8 @@ Actor-Critic Methods", https://arxiv.org/abs/1802.09477, Algorithm 1), one ``upd
         then once (delayed), on the last minibatch:
             actor: minimise −Q₁(s, μ(s)) (critics held fixed)        pgkit.dpg_loss
             targets: θ' ← τθ + (1 − τ)θ' for actor and critics       pgkit.polyak_update
+              (target_update='periodic': θ' ← θ after every target_period
+              of these blocks, DQN's hard copy)                        pgkit.periodic_update
 
 The delay is built into the loop's shape rather than tested with a step counter: a counter
 test inside ``vmap`` over seeds would compute the actor update on every step and discard it
@@ -71,6 +73,11 @@ class Config:
     buffer_size: int = option(1_000_000, "replay buffer capacity (transitions per seed)", positive=True)
     hidden_sizes: tuple[int, ...] = option((256, 256), "hidden layer widths of actor and critics")
     activation: str = option("relu", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
+    target_update: str = option(
+        "polyak", "target networks: Polyak averaging with tau after every actor step, or a hard copy every "
+        "target_period actor steps (DQN's periodic targets)", choices=("polyak", "periodic"),
+    )
+    target_period: int = option(250, "actor steps between hard target copies (target_update='periodic')", positive=True)
 
 
 @hyperparameters
@@ -100,6 +107,7 @@ class State(NamedTuple):
     key: jax.Array  # PRNGKey (uint32[2])
     env_steps: jax.Array  # environment steps taken by this seed (int32)
     last_return: jax.Array  # last known completed-episode return
+    actor_steps: Any = None  # actor steps taken (int32) with target_update='periodic', else None
 
 
 def make(config: Config, env_name: str) -> Recipe:
@@ -133,6 +141,7 @@ def make(config: Config, env_name: str) -> Recipe:
             key=key,
             env_steps=jnp.int32(0),
             last_return=jnp.float32(0.0),
+            actor_steps=jnp.int32(0) if config.target_update == "periodic" else None,
         )
 
     def critic_loss_fn(critic, targets: Networks, batch, key, hp: HParams):
@@ -162,7 +171,7 @@ def make(config: Config, env_name: str) -> Recipe:
 
     def delayed_step(carry, key, buffer: BufferState, hp: HParams):
         """policy_delay critic steps, then one actor step and one target update."""
-        networks, targets, actor_opt, critic_opt = carry
+        networks, targets, actor_opt, critic_opt, actor_steps = carry
         (networks, targets, critic_opt), (critic_loss, q_mean, obs) = jax.lax.scan(
             lambda c, k: critic_step(c, k, buffer, hp),
             (networks, targets, critic_opt),
@@ -172,9 +181,13 @@ def make(config: Config, env_name: str) -> Recipe:
         updates, actor_opt = optax.adam(hp.actor_lr).update(grads, actor_opt)
         actor = optax.apply_updates(networks.actor, updates)
         networks = networks._replace(actor=actor)
-        targets = pgkit.polyak_update(networks, targets, tau=hp.tau)
+        if config.target_update == "polyak":
+            targets = pgkit.polyak_update(networks, targets, tau=hp.tau)
+        else:  # counted from 1: the first copy after target_period actor steps
+            actor_steps = actor_steps + 1
+            targets = pgkit.periodic_update(networks, targets, step=actor_steps, period=config.target_period)
         stats = {"critic_loss": critic_loss.mean(), "actor_loss": actor_loss, "q_mean": q_mean.mean()}
-        return (networks, targets, actor_opt, critic_opt), stats
+        return (networks, targets, actor_opt, critic_opt, actor_steps), stats
 
     def update(state: State, hp: HParams):
         key, collect_key, learn_key = jax.random.split(state.key, 3)
@@ -192,8 +205,8 @@ def make(config: Config, env_name: str) -> Recipe:
         )
         buffer = buffers.add_trajectory(state.buffer, traj)
         env_steps = state.env_steps + steps_per_update
-        carry = (state.networks, state.targets, state.actor_opt, state.critic_opt)
-        (networks, targets, actor_opt, critic_opt), stats = offpolicy.gated_scan(
+        carry = (state.networks, state.targets, state.actor_opt, state.critic_opt, state.actor_steps)
+        (networks, targets, actor_opt, critic_opt, actor_steps), stats = offpolicy.gated_scan(
             env_steps >= config.learning_starts,
             lambda c, k: delayed_step(c, k, buffer, hp),
             carry,
@@ -202,7 +215,9 @@ def make(config: Config, env_name: str) -> Recipe:
         )
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats.update(episode_return=last_return, episodes=episodes.astype(jnp.float32))
-        new_state = State(networks, targets, actor_opt, critic_opt, buffer, env_state, obs, key, env_steps, last_return)
+        new_state = State(
+            networks, targets, actor_opt, critic_opt, buffer, env_state, obs, key, env_steps, last_return, actor_steps
+        )
         return new_state, stats
 
     def act(state: State, key, obs):

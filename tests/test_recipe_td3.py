@@ -1,5 +1,6 @@
-"""TD3 recipe: learns Pendulum-v1, bit-identical reruns, delayed actor updates, config checks."""
+"""TD3 recipe: learns Pendulum-v1, bit-identical reruns, delayed actor updates, periodic targets, config checks."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +140,49 @@ def test_invalid_configurations_are_config_errors(overrides, env_name, option):
 def test_policy_delay_one_is_allowed():
     recipe = td3.make(td3.Config(num_steps=1, policy_delay=1), "Pendulum-v1")
     assert recipe.env_steps_per_update == 1
+
+
+def run_updates(config, updates, hp=None):
+    """The recipe's states after each of ``updates`` updates from init (one seed)."""
+    recipe = td3.make(td3.Config(**config), "Pendulum-v1")
+    hp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hp or td3.HParams())
+    state = recipe.init(jax.random.PRNGKey(0), hp)
+    step = jax.jit(recipe.update)
+    states = []
+    for _ in range(updates):
+        state, _ = step(state, hp)
+        states.append(state)
+    return states
+
+
+# 4 environment steps, 4 critic steps, 2 actor steps (policy_delay 2) per update; learning from update 2
+PERIODIC = dict(num_steps=4, batch_size=8, learning_starts=8, hidden_sizes=(8,), buffer_size=64)
+
+
+def arrays(tree):
+    return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
+
+
+def test_periodic_targets_are_hard_copies_every_target_period_actor_steps():
+    """target_update='periodic', target_period=4: the targets stay the initial networks through
+    the first 4 actor steps, become the online networks after the 4th (the end of the third
+    update), and hold them through the next 3."""
+    states = run_updates(dict(PERIODIC, target_update="periodic", target_period=4), 5)
+    initial = arrays(states[0].targets)
+    assert [int(s.actor_steps) for s in states] == [0, 2, 4, 6, 8]
+    for state in states[:2]:
+        for a, b in zip(arrays(state.targets), initial):
+            np.testing.assert_array_equal(a, b)
+    assert any(np.any(a != b) for a, b in zip(arrays(states[2].networks), initial))
+    for state in states[2:4]:
+        for a, b in zip(arrays(state.targets), arrays(states[2].networks)):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(arrays(states[4].targets), arrays(states[4].networks)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_hard_copy_every_actor_step_is_polyak_with_tau_1():
+    periodic = run_updates(dict(PERIODIC, target_update="periodic", target_period=1), 3)[-1]
+    polyak = run_updates(PERIODIC, 3, td3.HParams(tau=1.0))[-1]
+    for a, b in zip(arrays((periodic.networks, periodic.targets)), arrays((polyak.networks, polyak.targets))):
+        np.testing.assert_array_equal(a, b)
