@@ -19,6 +19,7 @@ __all__ = [
     "elite_mask",
     "gaussian_refit",
     "tabular_cem_update",
+    "tabular_episode_policies",
     "approximate_cem_loss",
 ]
 
@@ -223,6 +224,61 @@ def tabular_cem_update(states, actions, elite_weights, old_policy, *, lambda_=0.
     fitted = (counts + lambda_) / jnp.where(visited, state_counts + lambda_ * num_actions, 1.0)
     fitted = jnp.where(visited, fitted, old_policy)
     return smoothing * fitted + (1 - smoothing) * old_policy
+
+
+def tabular_episode_policies(states, actions, valid, old_policy):
+    r"""The policy table of each rollout that replays its own choices: its action frequencies where it went, π elsewhere.
+
+    π_n(a|s) = n_n(s, a) / n_n(s)    if n_n(s) > 0, with n_n(s, a) = Σ_t valid[t, n] [s_tn = s, a_tn = a]
+    π_n(a|s) = π(a|s)                if n_n(s) = 0 (rollout n never acted in s)
+
+    The remedy of the lecture notes for "lucky" elite episodes in a stochastic environment: run
+    several simulations with an episode's state-action pairs and average their returns. In a
+    state the episode visited once, π_n takes the action it took; where it acted several times,
+    it draws among the actions it took in their proportions; elsewhere it follows the current
+    policy. Each column is ``tabular_cem_update(states[:, n], actions[:, n], valid[:, n],
+    old_policy, lambda_=0, smoothing=1)``.
+
+    Args:
+      states: visited states s_tn, int, shape ``[T, N]`` (time-major, one column per rollout),
+        each in ``[0, S)``.
+      actions: actions taken there, int, shape ``[T, N]``, each in ``[0, A)``.
+      valid: weights ≥ 0, shape ``[T, N]``: 1 on the steps of the episode to replay (e.g.
+        ``pgkit.rollout.first_episode_mask(dones)``), 0 on padding.
+      old_policy: π(a|s), shape ``[S, A]``, rows summing to 1.
+
+    Returns:
+      Tables π_n, shape ``[N, S, A]``, rows summing to 1.
+
+    Gradients:
+      None (counts).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import pgkit
+      >>> states = jnp.array([[0, 0], [1, 0]])           # [T=2, N=2]
+      >>> actions = jnp.array([[1, 0], [0, 1]])
+      >>> tables = pgkit.tabular_episode_policies(states, actions, jnp.ones((2, 2)), jnp.full((3, 2), 0.5))
+      >>> print(tables[1])       # rollout 1 took actions 0 and 1 in state 0, never acted in 1 or 2
+      [[0.5 0.5]
+       [0.5 0.5]
+       [0.5 0.5]]
+      >>> print(tables[0, :2])
+      [[0. 1.]
+       [1. 0.]]
+
+    Reference:
+      Lecture notes (seed 002), "Tabular Cross-Entropy" (re-simulating the elite's state-action
+      pairs against luck); Rubinstein & Kroese, "The Cross-Entropy Method", Springer, 2004,
+      https://doi.org/10.1007/978-1-4757-4321-0.
+    """
+    _checks.check_rank("tabular_episode_policies", "states", states, 2, "[T, N]")
+    _checks.check_same_shape("tabular_episode_policies", "states", states, actions=actions, valid=valid)
+
+    def one(s, a, w):
+        return tabular_cem_update(s, a, w, old_policy, lambda_=0.0, smoothing=1.0)
+
+    return jax.vmap(one, in_axes=(1, 1, 1))(jnp.asarray(states), jnp.asarray(actions), jnp.asarray(valid))
 
 
 def approximate_cem_loss(log_probs, elite_mask):

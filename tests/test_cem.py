@@ -1,4 +1,4 @@
-"""Tests for pgkit.cem: elite selection, Gaussian refit, tabular update, approximated-CEM loss."""
+"""Tests for pgkit.cem: elite selection, Gaussian refit, tabular update and episode replays, approximated-CEM loss."""
 
 import jax
 import jax.numpy as jnp
@@ -165,6 +165,55 @@ def test_tabular_update_vs_numpy_jit_vmap():
         pgkit.tabular_cem_update(states[0], actions[0, :, :2], np.ones((t, n)), old[0])
     with pytest.raises(ValueError, match="states"):
         pgkit.tabular_cem_update(states[0].astype(np.float32), actions[0], np.ones((t, n)), old[0])
+
+
+def _np_episode_policies(states, actions, valid, old):
+    """Oracle: for each rollout (column), its own action frequencies in the states it acted in, old rows elsewhere."""
+    t_count, n_count = states.shape
+    tables = np.repeat(old[None].astype(np.float64), n_count, axis=0)
+    for n in range(n_count):
+        counts = np.zeros(old.shape)
+        for t in range(t_count):
+            counts[states[t, n], actions[t, n]] += valid[t, n]
+        for s in range(old.shape[0]):
+            if counts[s].sum() > 0:
+                tables[n, s] = counts[s] / counts[s].sum()
+    return tables
+
+
+def test_tabular_episode_policies_hand_computed_and_vs_numpy():
+    # rollout 0 acts in states 0, 1, 0 (actions 2, 0, 1): state 0 is replayed half 2, half 1;
+    # rollout 1's last step is padding (weight 0): its action there is not replayed
+    states = jnp.array([[0, 2], [1, 2], [0, 3]])  # [T=3, N=2]
+    actions = jnp.array([[2, 1], [0, 1], [1, 0]])
+    valid = jnp.array([[1, 1], [1, 1], [1, 0]], jnp.float32)
+    old = jnp.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4], [0.6, 0.2, 0.2]])
+    tables = np.asarray(pgkit.tabular_episode_policies(states, actions, valid, old))
+    assert tables.shape == (2, 4, 3)
+    np.testing.assert_allclose(tables[0], [[0, 0.5, 0.5], [1, 0, 0], old[2], old[3]], atol=1e-7)
+    np.testing.assert_allclose(tables[1], [old[0], old[1], [0, 1, 0], old[3]], atol=1e-7)
+
+    rng = np.random.default_rng(4)
+    s_count, a_count, t, n = 6, 4, 9, 7
+    states = rng.integers(0, s_count, size=(t, n))
+    actions = rng.integers(0, a_count, size=(t, n))
+    valid = (rng.uniform(size=(t, n)) < 0.7).astype(np.float32)
+    old = rng.dirichlet(np.ones(a_count), size=s_count).astype(np.float32)
+    expected = _np_episode_policies(states, actions, valid, old)
+    got = jax.jit(pgkit.tabular_episode_policies)(states, actions, valid, old)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, rtol=1e-6)
+    batched = jax.vmap(pgkit.tabular_episode_policies, in_axes=(0, 0, 0, None))(
+        np.stack([states, states[::-1]]), np.stack([actions, actions[::-1]]), np.stack([valid, valid[::-1]]), old
+    )
+    np.testing.assert_allclose(np.asarray(batched[0]), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(batched[1]), _np_episode_policies(states[::-1], actions[::-1], valid[::-1], old), rtol=1e-6, atol=1e-7
+    )
+    with pytest.raises(ValueError, match="valid"):
+        pgkit.tabular_episode_policies(states, actions, valid[:, :3], old)
+    with pytest.raises(ValueError, match="states"):
+        pgkit.tabular_episode_policies(states[:, 0], actions[:, 0], valid[:, 0], old)
 
 
 # ----------------------------------------------------------------------------- approximated CEM
