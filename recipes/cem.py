@@ -1,4 +1,4 @@
-"""The cross-entropy method: over policy parameters, or (approximate CEM) by imitating elite episodes.
+"""The cross-entropy method: over policy parameters, by imitating elite episodes (approximate CEM), or a policy table.
 
 Parameter-space CEM (Rubinstein & Kroese, 2004, "The Cross-Entropy Method",
 https://doi.org/10.1007/978-1-4757-4321-0; Szita & Lőrincz, 2006, "Learning Tetris Using the
@@ -20,21 +20,42 @@ Rubinstein, 2005, https://doi.org/10.1007/s10479-005-5724-z), one ``update``:
     G gradient steps (Adam) on the mean negative log-likelihood of the elite's
     state-action pairs, θ ← θ + α ∇ Σ_{(s,a) ∈ elite} log π_θ(a|s)   pgkit.approximate_cem_loss
 
-Neither variant uses a value function. Each update starts N (or N·K) fresh episodes and runs
+Tabular CEM (the seed notes' "Tabular Cross-Entropy", Martin's lecture), for an environment whose
+observation is a discrete state index (a gymnax ``Discrete`` observation space: ``FrozenLake-misc``,
+``Chain-pgkit`` of ``pgkit.tabular_envs``), one ``update``:
+
+    sample N episodes with the table π(a|s) (π starts uniform)   pgkit.rollout.rollout
+    [resimulations = K > 0, the notes' remedy for "lucky" episodes in a stochastic environment:
+     run each sampled episode's state-action choices again K times: episode i replays as π_i,
+     its own action frequencies in the states it visited and π elsewhere; its score is the
+     mean of its own return and the K replays' returns
+                                                                 pgkit.tabular_episode_policies]
+    elite = the M episodes with the largest score (their own return, or the (1 + K)-run mean)
+                                                                 pgkit.elite_mask
+    π'(a|s) = (n_elite(s, a) + λ) / (n_elite(s) + λ|A|) in the states the elite visited, π(a|s)
+    elsewhere;  π ← α π' + (1 − α) π                             pgkit.tabular_cem_update
+
+The K re-simulations start from fresh resets, run ``num_steps`` steps each and count as
+simulated steps (N·(1 + K)·num_steps per update); only the fit to the elite's own episodes
+changes π.
+
+No variant uses a value function. Each update starts N (or N·K) fresh episodes and runs
 ``num_steps`` steps; only the first episode of each environment counts (an episode still
 running after ``num_steps`` counts with its partial return), so ``num_steps`` should cover a
 whole episode (500 on CartPole-v1, 200 on Pendulum-v1). ``episode_return`` is the mean return of
 those N (or N·K) first episodes: the population, noise included, not the mean policy.
 
 The policy parameters live in a flat vector (``jax.flatten_util.ravel_pytree`` of the equinox
-policy) in both variants: the search distribution's mean for parameter CEM, the trained network
-for approximate CEM.
+policy) in the first two variants: the search distribution's mean for parameter CEM, the trained
+network for approximate CEM; the tabular variant keeps π(a|s) there, flattened row-major ``[S·A]``.
 
 Defaults: ``variant="parameter"`` with a linear policy (``hidden_sizes=()``, 10 parameters on
 CartPole-v1), N = 64 candidates, M = 10 elites, K = 1 episode each, 500 steps per episode,
 initial σ 1.0, smoothing α 0.9, σ_min 0.02, 640,000 simulated steps (20 updates). The
 approximate variant takes 10 Adam steps per update at lr 3e-2 by default; its learning test
-uses ``population=32, num_elites=8, hidden_sizes=(32,), lr=1e-2``.
+uses ``population=32, num_elites=8, hidden_sizes=(32,), lr=1e-2``. The tabular variant refits
+with λ = ``pseudocount`` and α = ``smoothing``; on ``FrozenLake-misc`` set ``num_steps=100`` (its
+time limit), on ``Chain-pgkit`` ``num_steps`` ≥ the chain's length (10).
 
 Tested configurations, measured returns and tuning history: ``docs/recipes/cem.md``.
 """
@@ -48,6 +69,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from gymnax.environments import spaces
 from jax.flatten_util import ravel_pytree
 
 import pgkit
@@ -55,7 +77,10 @@ from pgkit import envs, nn, rollout
 from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "cem"
-DESCRIPTION = "Cross-entropy method: Gaussian search over policy parameters, or approximate CEM on elite episodes"
+DESCRIPTION = (
+    "Cross-entropy method: Gaussian search over policy parameters, approximate CEM on elite episodes, "
+    "or tabular CEM"
+)
 DEFAULT_ENV = "CartPole-v1"
 
 
@@ -63,8 +88,9 @@ DEFAULT_ENV = "CartPole-v1"
 class Config:
     total_steps: int = option(640_000, "environment steps per seed (all N·K·num_steps simulated steps count)", positive=True)
     variant: str = option(
-        "parameter", "Gaussian search over parameters, or maximum likelihood on elite episodes",
-        choices=("parameter", "approximate"),
+        "parameter", "Gaussian search over parameters, maximum likelihood on elite episodes, or a policy table "
+        "refit to the elite's state-action counts (discrete-state environments)",
+        choices=("parameter", "approximate", "tabular"),
     )
     population: int = option(64, "N: candidate parameter vectors (parameter) or episodes (approximate) per update", positive=True)
     num_elites: int = option(10, "M: elite candidates / episodes kept (M <= N)", positive=True)
@@ -74,18 +100,23 @@ class Config:
     activation: str = option("tanh", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
     gradient_steps: int = option(10, "Adam steps on the elite log-likelihood per update (approximate variant)", positive=True)
     log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
+    resimulations: int = option(
+        0, "K: re-simulations of each episode's state-action choices, averaged to score it (tabular; 0: its own return)",
+        low=0,
+    )
 
 
 @hyperparameters
 class HParams:
     init_std: float = option(1.0, "initial std of the parameter search distribution (parameter)", positive=True)
-    smoothing: float = option(0.9, "weight α of the new elite fit (parameter)", positive=True, high=1.0)
+    smoothing: float = option(0.9, "weight α of the new elite fit (parameter, tabular)", positive=True, high=1.0)
     min_std: float = option(0.02, "floor on the search std (parameter)", low=0.0)
     lr: float = option(3e-2, "Adam learning rate of the elite fit (approximate)", positive=True)
+    pseudocount: float = option(0.1, "λ added to every elite count of the table refit (tabular)", low=0.0)
 
 
 class State(NamedTuple):
-    mean: jax.Array  # [D] flat policy parameters: the search mean (parameter) or the network (approximate)
+    mean: jax.Array  # [D] flat policy parameters: the search mean (parameter), the network (approximate), π [S·A] (tabular)
     std: jax.Array  # [D] the search std (parameter variant; unused, zeros, for approximate)
     opt_state: Any  # Adam state over ``mean`` (approximate variant; () for parameter)
     env_state: Any
@@ -99,12 +130,14 @@ def make(config: Config, env_name: str) -> Recipe:
         raise ConfigError(f"option 'num_elites' must be <= population={config.population}, got {config.num_elites}")
     if any(h < 1 for h in config.hidden_sizes):
         raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
-    parameter = config.variant == "parameter"
+    parameter, tabular = config.variant == "parameter", config.variant == "tabular"
     if not parameter and config.episodes_per_candidate != 1:
         raise ConfigError("option 'episodes_per_candidate' applies to variant 'parameter' only; leave it at 1")
+    if not tabular and config.resimulations != 0:
+        raise ConfigError("option 'resimulations' applies to variant 'tabular' only; leave it at 0")
     num_envs = config.population * (config.episodes_per_candidate if parameter else 1)
     env = envs.make(env_name, num_envs=num_envs)
-    steps_per_update = num_envs * config.num_steps
+    steps_per_update = num_envs * config.num_steps * (1 + config.resimulations)
     num_updates = config.total_steps // steps_per_update
 
     def build_policy(key):
@@ -130,7 +163,7 @@ def make(config: Config, env_name: str) -> Recipe:
             opt_state = optax.adam(hp.lr).init(mean)  # built from the traced hp: a new lr does not recompile
         return State(mean, std, opt_state, env_state, key, jnp.float32(0.0))
 
-    def first_episodes(key, act_fn):
+    def first_episodes(key, act_fn, env=env):
         """Run ``num_steps`` steps from a reset; the first episode's return and step mask per env."""
         reset_key, rollout_key = jax.random.split(key)
         env_state, obs = env.reset(reset_key)
@@ -215,5 +248,79 @@ def make(config: Config, env_name: str) -> Recipe:
         del key
         return nn.greedy_action(jax.vmap(policy(state.mean))(obs), discrete=env.discrete)
 
+    if tabular:
+        return _make_tabular(config, env, first_episodes, steps_per_update, num_updates)
     update = parameter_update if parameter else approximate_update
+    return Recipe(init, update, act, env, steps_per_update, num_updates)
+
+
+def _make_tabular(config: Config, env, first_episodes, steps_per_update: int, num_updates: int) -> Recipe:
+    """The tabular variant's ``init``/``update``/``act`` (see the module docstring)."""
+    space = env.env.observation_space(env.env_params)
+    if not (isinstance(space, spaces.Discrete) and env.observation_size == 1 and env.discrete):
+        raise ConfigError(
+            f"option 'variant' = 'tabular' needs an environment whose observation is a discrete state index "
+            f"(a Discrete observation space, e.g. FrozenLake-misc, Chain-pgkit) and discrete actions; "
+            f"{env.name} observes {type(space).__name__}{tuple(env.observation_shape)}"
+            + ("" if env.discrete else " and takes continuous actions")
+            + "; choose variant 'parameter' or 'approximate' for it"
+        )
+    num_states, num_actions = int(space.n), env.num_actions
+    resimulations = config.resimulations
+    resimulation_env = env.with_num_envs(config.population * max(resimulations, 1))
+
+    def state_index(obs):  # [..., 1] float observation -> [...] int32 state
+        return jnp.clip(obs[..., 0].astype(jnp.int32), 0, num_states - 1)
+
+    def table_act_fn(tables):
+        """Sample from π(·|s): one shared table ``[S, A]``, or one per environment ``[E, S, A]``."""
+
+        def act_fn(key, obs):
+            s = state_index(obs)
+            probs = tables[s] if tables.ndim == 2 else tables[jnp.arange(s.shape[0]), s]
+            sample = pgkit.categorical_sample_and_log_prob(jnp.log(probs), key=key)
+            return sample.action, sample.log_prob, jnp.zeros(s.shape, jnp.float32)
+
+        return act_fn
+
+    def init(key, hp: HParams) -> State:
+        key, _, env_key = jax.random.split(key, 3)
+        table = jnp.full((num_states * num_actions,), 1.0 / num_actions, jnp.float32)
+        env_state, _ = env.reset(env_key)
+        return State(table, jnp.zeros_like(table), (), env_state, key, jnp.float32(0.0))
+
+    def update(state: State, hp: HParams):
+        key, episode_key, resimulation_key = jax.random.split(state.key, 3)
+        table = state.mean.reshape(num_states, num_actions)
+        env_state, traj, returns, in_first = first_episodes(episode_key, table_act_fn(table))
+        states, actions = state_index(traj.obs), traj.actions  # [T, N]
+        if resimulations:
+            replays = pgkit.tabular_episode_policies(states, actions, in_first, table)  # [N, S, A]
+            per_env = jnp.repeat(replays, resimulations, axis=0)  # [N·K, S, A], env j ↦ episode j // K
+            _, _, again, _ = first_episodes(resimulation_key, table_act_fn(per_env), resimulation_env)
+            scores = (returns + jnp.sum(again.reshape(config.population, resimulations), axis=1)) / (1 + resimulations)
+        else:
+            scores = returns
+        elite = pgkit.elite_mask(scores, num_elites=config.num_elites)  # [N]
+        weights = jnp.logical_and(elite[None, :], in_first)  # [T, N]: steps of the elite episodes
+        new_table = pgkit.tabular_cem_update(
+            states, actions, weights, table, lambda_=hp.pseudocount, smoothing=hp.smoothing
+        )
+        mean_return = jnp.mean(returns)
+        entropy = -jnp.sum(jnp.where(new_table > 0, new_table * jnp.log(new_table), 0.0), axis=1)
+        stats = {
+            "episode_return": mean_return,
+            "elite_return": jnp.sum(jnp.where(elite, scores, 0.0)) / config.num_elites,
+            "best_return": jnp.max(scores),
+            "policy_entropy": jnp.mean(entropy),
+        }
+        if resimulations:
+            stats["elite_episode_return"] = jnp.sum(jnp.where(elite, returns, 0.0)) / config.num_elites
+        return State(new_table.reshape(-1), state.std, (), env_state, key, mean_return), stats
+
+    def act(state: State, key, obs):
+        """Greedy evaluation policy of the table: argmax_a π(a|s)."""
+        del key
+        return jnp.argmax(state.mean.reshape(num_states, num_actions)[state_index(obs)], axis=-1).astype(jnp.int32)
+
     return Recipe(init, update, act, env, steps_per_update, num_updates)
