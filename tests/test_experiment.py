@@ -292,6 +292,8 @@ def test_bad_options_name_the_option():
         small_run(hparams={"nope": 1.0})
     with pytest.raises(experiment.ConfigError, match="cannot sweep 'epochs'"):
         small_run(sweep={"epochs": [1, 2]})
+    with pytest.raises(experiment.ConfigError, match="cannot sweep 'objective' over \\['clip', 'adaptive_kl'\\]"):
+        small_run(sweep={"objective": ["clip", "adaptive_kl"]})
     with pytest.raises(experiment.ConfigError, match="unknown recipe 'nope'"):
         experiment.train("nope")
 

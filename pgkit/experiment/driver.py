@@ -99,6 +99,17 @@ def _settings(base, sweep: dict[str, list[float]]) -> list:
     return settings
 
 
+def _sweep_values(name, values) -> list[float]:
+    """A sweep's values as floats, or a ConfigError naming the option (``config`` options are static)."""
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"cannot sweep {name!r} over {list(values)!r}: a sweep takes float hyperparameters; "
+            f"run one train() per value of a config option"
+        ) from None
+
+
 def _label(setting, sweep) -> str:
     return ", ".join(f"{n}={getattr(setting, n):g}" for n in sweep) or "default"
 
@@ -380,7 +391,7 @@ def train(
         "seed": int(seed),
         "config": {k: _to_json(v) for k, v in dataclasses.asdict(base_config).items()},
         "hparams": dataclasses.asdict(base_hparams),
-        "sweep": {k: [float(v) for v in vs] for k, vs in (sweep or {}).items()},
+        "sweep": {k: _sweep_values(k, vs) for k, vs in (sweep or {}).items()},
         "chunk": chunk,
         "halt_on_nonfinite": bool(halt_on_nonfinite),
         "jax_version": jax.__version__,
