@@ -223,11 +223,13 @@ def optimal_baseline(score_vectors, returns, *, per_parameter=True):
     return jnp.where(positive, numerator / safe, jnp.mean(returns))
 
 
-def per_step_optimal_baseline(step_scores, returns):
+def per_step_optimal_baseline(step_scores, returns, *, cross_terms=True):
     """Variance-minimising time-dependent baseline of the reward-to-go estimator, per parameter.
 
     Equation (component k, step t; sums over the N episodes i):
         b*_{t,k} = Σ_i g_{i,t,k} Y_{i,k} / Σ_i g_{i,t,k}²,   Y_{i,k} = Σ_{t'} g_{i,t',k} G_{i,t'},
+    and with ``cross_terms=False``:
+        b_{t,k} = Σ_i g_{i,t,k}² G_{i,t} / Σ_i g_{i,t,k}²,
 
     with g_{i,t} = ∇_θ log π_θ(a_{i,t}|s_{i,t}) the per-step score and G_{i,t} the reward-to-go,
     the sample form of b*_{t,k} = E[g_{t,k} Y_k] / E[g_{t,k}²], which minimises the variance of
@@ -239,8 +241,13 @@ def per_step_optimal_baseline(step_scores, returns):
     episode's estimate without baseline, so E[g_{t,k} Y_k] = E[g_{t,k}² G_t] + Σ_{t'≠t}
     E[g_{t,k} g_{t',k} G_{t'}]: the per-step transcription E[g_t² G_t] / E[g_t²] of the lecture's
     b = E[g² R] / E[g²] leaves out the cross terms, which do not vanish (G_{t'} depends on the
-    actions of both steps). With T = 1, or for the whole-trajectory estimator (one "step" whose
-    score is g = Σ_t g_t and Y = g R), it is :func:`optimal_baseline` per parameter. A
+    actions of both steps). ``cross_terms=False`` gives that transcription: a g²-weighted mean of
+    the G_{i,t} of step t, bounded by them, which is the one to use with few episodes: the exact
+    form's sample ratio has no such bound and, where few episodes are still running at step t,
+    it is wild (b = Y_i / g_{i,t} with one episode left), so its estimate can raise the variance
+    it minimises in population (docs/recipes/reinforce.md has the measurements). With T = 1
+    both are :func:`optimal_baseline` per parameter (and b* is it for the whole-trajectory
+    estimator: one "step" whose score is g = Σ_t g_t and Y = g R). A
     component with no score at step t in any episode (every episode over) gets the mean of
     ``returns[t]``: its estimate does not depend on it. Estimated from the same episodes it is
     used on, b depends on each episode by O(1/N), as the batch mean does.
@@ -251,6 +258,8 @@ def per_step_optimal_baseline(step_scores, returns):
             steps after an episode has ended (padding).
         returns: [T, N] reward-to-go G_{i,t} of the same steps (values on padding steps are
             multiplied by zero scores and do not matter).
+        cross_terms: static bool (default True): the exact minimiser b*, or (False) the
+            per-step weighted mean without the cross terms.
 
     Returns:
         [T, *P] baselines b*_{t,k}, to subtract from G_t in component k: the gradient estimate
@@ -267,6 +276,8 @@ def per_step_optimal_baseline(step_scores, returns):
         >>> returns = jnp.array([[3.0, 1.0], [2.0, 1.0]])  # [T=2, N=2]
         >>> pgkit.per_step_optimal_baseline(scores, returns).tolist()
         [[2.5], [8.0]]
+        >>> pgkit.per_step_optimal_baseline(scores, returns, cross_terms=False).tolist()
+        [[2.0], [2.0]]
 
     Reference:
         Greensmith, Bartlett, Baxter (2004), "Variance Reduction Techniques for Gradient
@@ -288,8 +299,11 @@ def per_step_optimal_baseline(step_scores, returns):
         "per_step_optimal_baseline", "returns", returns, step_scores.shape[:2], meaning="[T, N] of step_scores"
     )
     r = returns.reshape(returns.shape + (1,) * (step_scores.ndim - 2))
-    totals = jnp.sum(step_scores * r, axis=0)  # [N, *P]: Y_{i,k}
-    numerator = jnp.sum(step_scores * totals[None], axis=1)  # [T, *P]
+    if cross_terms:
+        totals = jnp.sum(step_scores * r, axis=0)  # [N, *P]: Y_{i,k}
+        numerator = jnp.sum(step_scores * totals[None], axis=1)  # [T, *P]
+    else:
+        numerator = jnp.sum(step_scores**2 * r, axis=1)
     denominator = jnp.sum(step_scores**2, axis=1)
     positive = denominator > 0
     safe = jnp.where(positive, denominator, 1.0)

@@ -17,7 +17,7 @@ from pgkit import baselines
 mean_baseline = jax.jit(pgkit.mean_baseline, static_argnames="axis")
 leave_one_out_baseline = jax.jit(pgkit.leave_one_out_baseline, static_argnames="axis")
 optimal_baseline = jax.jit(pgkit.optimal_baseline, static_argnames="per_parameter")
-per_step_optimal_baseline = jax.jit(pgkit.per_step_optimal_baseline)
+per_step_optimal_baseline = jax.jit(pgkit.per_step_optimal_baseline, static_argnames="cross_terms")
 value_loss = jax.jit(pgkit.value_loss, static_argnames="stop_target_gradients")
 
 
@@ -52,7 +52,7 @@ def np_optimal_baseline(scores, returns, per_parameter):
     return out.reshape(scores.shape[1:])
 
 
-def np_per_step_optimal_baseline(step_scores, returns):
+def np_per_step_optimal_baseline(step_scores, returns, cross_terms=True):
     g, r = np.asarray(step_scores, np.float64), np.asarray(returns, np.float64)
     t_len, n = g.shape[:2]
     g = g.reshape(t_len, n, -1)
@@ -60,7 +60,10 @@ def np_per_step_optimal_baseline(step_scores, returns):
     for k in range(g.shape[2]):
         totals = [sum(g[t, i, k] * r[t, i] for t in range(t_len)) for i in range(n)]  # Y_{i,k}
         for t in range(t_len):
-            num = sum(g[t, i, k] * totals[i] for i in range(n))
+            if cross_terms:
+                num = sum(g[t, i, k] * totals[i] for i in range(n))
+            else:
+                num = sum(g[t, i, k] ** 2 * r[t, i] for i in range(n))
             den = sum(g[t, i, k] ** 2 for i in range(n))
             out[t, k] = num / den if den > 0 else r[t].mean()
     return out.reshape((t_len,) + np.shape(step_scores)[2:])
@@ -182,15 +185,22 @@ def test_per_step_optimal_baseline_matches_a_loop_with_padding_and_reduces_to_op
     got = per_step_optimal_baseline(scores, returns)
     assert got.shape == (6, 2, 3)
     np.testing.assert_allclose(got, np_per_step_optimal_baseline(scores, returns), rtol=2e-5, atol=1e-5)
+    without = per_step_optimal_baseline(scores, returns, cross_terms=False)
+    np.testing.assert_allclose(without, np_per_step_optimal_baseline(scores, returns, False), rtol=2e-5, atol=1e-5)
+    alive = scores[:5, :, 0, :2] != 0.0  # a weighted mean of the returns of step t: within their range
+    assert np.all(without[:5, 0, :2] <= np.where(alive, returns[:5, :, None], -np.inf).max(1) + 1e-5)
+    assert np.all(without[:5, 0, :2] >= np.where(alive, returns[:5, :, None], np.inf).min(1) - 1e-5)
     np.testing.assert_allclose(got[:, 1, 2], returns.mean(1), rtol=1e-6)
     np.testing.assert_allclose(got[5], returns[5].mean(), rtol=1e-6)
     padded = returns.copy()
     padded[scores[:, :, 0, 0] == 0.0] = -7.0  # other values on the padding steps: nothing changes
     np.testing.assert_allclose(per_step_optimal_baseline(scores, padded)[:5, 0, :2], got[:5, 0, :2], rtol=1e-5)
     # one step: the per-parameter optimal baseline of the samples
-    np.testing.assert_allclose(
-        per_step_optimal_baseline(scores[:1], returns[:1])[0], optimal_baseline(scores[0], returns[0]), rtol=1e-5
-    )
+    for cross_terms in (True, False):
+        np.testing.assert_allclose(
+            per_step_optimal_baseline(scores[:1], returns[:1], cross_terms=cross_terms)[0],
+            optimal_baseline(scores[0], returns[0]), rtol=1e-5,
+        )
 
 
 def two_step_problem():
@@ -239,6 +249,9 @@ def test_per_step_optimal_baseline_minimises_the_exact_variance_of_the_reward_to
     b_mean = rtg.mean(1)[:, None]
     w = scores**2
     b_drop = (w * rtg[..., None]).sum(1) / w.sum(1)
+    np.testing.assert_allclose(
+        per_step_optimal_baseline(jnp.asarray(scores), jnp.asarray(rtg), cross_terms=False), b_drop, rtol=1e-5
+    )
     var_mean = exact_rtg_variances(scores, rtg, b_mean)[1]
     var_drop = exact_rtg_variances(scores, rtg, b_drop)[1]
     assert np.all(var_opt <= var_mean + 1e-6) and np.all(var_opt <= var_drop + 1e-6)
