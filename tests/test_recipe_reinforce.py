@@ -4,6 +4,7 @@ the first-episode mask, the relaxation schedule and determinism."""
 import dataclasses
 
 import jax
+import jax.flatten_util
 import numpy as np
 import pytest
 
@@ -54,7 +55,7 @@ def check_run(result, members=2, updates=3):
 # (whole_trajectory, optimal) with relaxation on a continuous-action environment.
 
 
-@pytest.mark.parametrize("baseline", ["none", "mean"])
+@pytest.mark.parametrize("baseline", ["none", "mean", "leave_one_out", "optimal_per_parameter"])
 def test_reward_to_go_with_baselines_runs_without_nan(baseline):
     result = tiny_run(returns="reward_to_go", baseline=baseline)
     check_run(result)
@@ -87,6 +88,43 @@ def test_policy_relaxation_then_on_policy(config):
     assert np.all(metrics["importance_weight"][:, :2] < 10.0)
 
 
+@pytest.mark.parametrize("importance_weights", ["truncated", "self_normalised"])
+def test_truncated_and_self_normalised_relaxed_weights(importance_weights):
+    """Relaxed updates through pgkit.truncated_weights (w = min(w, c)) or pgkit.self_normalised_weights
+    (m w_i / sum_j w_j): same keys as a plain run, so the first update weighs the same episodes."""
+    relaxed = {"returns": "whole_trajectory", "baseline": "mean", "relaxation_updates": 2}
+    plain = tiny_run(**relaxed)
+    result = experiment.train(
+        "reinforce", env=ENV, seeds=2, config={**TINY, **relaxed, "importance_weights": importance_weights},
+        hparams={"importance_truncation": 0.9}, chunk=3, log=None,
+    )
+    check_run(result)
+    got, ref = result.metrics, plain.metrics
+    np.testing.assert_array_equal(got["episode_length"][:, 0], ref["episode_length"][:, 0])  # the same episodes
+    if importance_weights == "truncated":
+        assert np.all(ref["max_importance_weight"][:, 0] > 0.9)  # the truncation binds ...
+        np.testing.assert_allclose(got["max_importance_weight"][:, 0], 0.9, rtol=1e-6)  # ... at c
+        assert np.all(got["episode_importance_weight"][:, 0] < ref["episode_importance_weight"][:, 0])
+    else:  # the m episode weights average to exactly 1 on every relaxed update
+        np.testing.assert_allclose(got["episode_importance_weight"][:, :2], 1.0, rtol=1e-5)
+        assert np.all(np.abs(ref["episode_importance_weight"][:, 0] - 1.0) > 1e-4)  # plain: 1.0008, 1.0036
+    # on-policy afterwards: weights 1 (truncation at 0.9 would show)
+    np.testing.assert_allclose(got["max_importance_weight"][:, 2], 1.0 if importance_weights == "self_normalised" else 0.9, rtol=1e-5)
+
+
+def test_relaxation_episodes_count_the_seeds_eta():
+    """relaxation_episodes = k: update u is relaxed while eta = num_envs * u < k (Algorithm 1, eta <- eta + m)."""
+    for k, expected in ((4, [1.0, 0.0, 0.0]), (5, [1.0, 1.0, 0.0]), (8, [1.0, 1.0, 0.0]), (9, [1.0, 1.0, 1.0])):
+        recipe = reinforce.make(reinforce.Config(**TINY, relaxation_episodes=k), ENV)
+        hp = reinforce.HParams()
+        state = recipe.init(jax.random.key(0), hp)
+        flags = []
+        for _ in range(3):
+            state, metrics = jax.jit(recipe.update)(state, hp)
+            flags.append(float(metrics["relaxed"]))
+        assert flags == expected, (k, flags)
+
+
 def test_continuous_actions_whole_trajectory_optimal_baseline_with_relaxation():
     config = {"total_steps": 2 * 200 * 3, "num_envs": 2, "hidden_sizes": (16,), "relaxation_updates": 1,
               "returns": "whole_trajectory", "baseline": "optimal"}
@@ -109,6 +147,77 @@ def test_same_key_same_result_bit_for_bit():
     assert not np.array_equal(first.metrics["episode_return"], other.metrics["episode_return"])
 
 
+# ----------------------------------------------------------------------------------------------
+# Gradient estimates of one policy snapshot over independent batches (fixed keys): the baselines.
+# ----------------------------------------------------------------------------------------------
+
+SNAPSHOT = {"num_envs": 8, "hidden_sizes": (16,)}
+BATCHES = 128
+
+
+@pytest.fixture(scope="module")
+def snapshots():
+    """CartPole policies: at init, and after 10 updates of a short mean-baseline run (returns ~18)."""
+    hp = reinforce.HParams()
+    run = experiment.train(
+        "reinforce", env=ENV, seeds=1, config={**SNAPSHOT, "total_steps": 8 * 500 * 10, "baseline": "mean"},
+        chunk=10, log=None,
+    )
+    init = reinforce.make(reinforce.Config(**SNAPSHOT, baseline="mean"), ENV).init(jax.random.key(3), hp)
+    return {"init": init.networks, "after 10 updates": jax.tree.map(lambda x: x[0], run.state.networks)}
+
+
+@pytest.fixture(scope="module")
+def gradients(snapshots):
+    """{(returns, baseline, snapshot): [BATCHES, P] gradient estimates}, the same episodes for every baseline."""
+    keys = jax.random.split(jax.random.key(7), BATCHES)
+    hp = reinforce.HParams()
+    out = {}
+    for returns in ("whole_trajectory", "reward_to_go"):
+        for baseline in ("none", "mean", "leave_one_out", "optimal_per_parameter"):
+            config = reinforce.Config(**SNAPSHOT, returns=returns, baseline=baseline)
+            estimate = jax.jit(jax.vmap(reinforce.policy_gradient_estimator(config, ENV), in_axes=(0, None, None)))
+            for name, networks in snapshots.items():
+                grads = estimate(keys, networks, hp)
+                flat = jax.vmap(lambda tree: jax.flatten_util.ravel_pytree(tree)[0])(grads)
+                out[returns, baseline, name] = np.asarray(flat, np.float64)
+    return out
+
+
+@pytest.mark.parametrize("returns", ["whole_trajectory", "reward_to_go"])
+@pytest.mark.parametrize("snapshot", ["init", "after 10 updates"])
+def test_per_parameter_optimal_baseline_lowers_the_gradient_variance(gradients, returns, snapshot):
+    """Sum over parameters of the variance across 128 batches of 8 episodes, against the mean baseline.
+
+    Measured (64 batches; 256 batches in brackets): whole trajectory, b_k = E[g_k^2 R]/E[g_k^2]:
+    ratio 0.76 (0.77) at init, 0.86 (0.86) after 10 updates; reward-to-go, per step
+    b_{t,k} = sum_i g_{i,t,k}^2 G_{i,t} / sum_i g_{i,t,k}^2: 0.63 (0.60) and 0.45 (0.50). The
+    thresholds leave 0.09 or more. The per-parameter baseline's self-inclusion bias (it is
+    estimated from the episodes it is applied to) is counted too: its mean squared error against
+    the unbiased no-baseline mean stays below the mean baseline's.
+    """
+    none = gradients[returns, "none", snapshot]
+    mean = gradients[returns, "mean", snapshot]
+    optimal = gradients[returns, "optimal_per_parameter", snapshot]
+    reference = none.mean(0)  # unbiased, the same episodes
+    variance = {name: g.var(0, ddof=1).sum() for name, g in (("none", none), ("mean", mean), ("optimal", optimal))}
+    ratio = variance["optimal"] / variance["mean"]
+    threshold = {"whole_trajectory": 0.95, "reward_to_go": 0.75}[returns]
+    assert ratio < threshold, (ratio, variance)
+    assert variance["mean"] < variance["none"]
+    mse = {name: variance[name] + ((g.mean(0) - reference) ** 2).sum() for name, g in (("mean", mean), ("optimal", optimal))}
+    assert mse["optimal"] < mse["mean"], mse
+
+
+@pytest.mark.parametrize("returns", ["whole_trajectory", "reward_to_go"])
+def test_leave_one_out_baseline_is_the_mean_baseline_rescaled(gradients, returns):
+    """R_i - mean_{j!=i} R_j = m/(m-1) (R_i - mean_j R_j): the leave-one-out estimate is exactly m/(m-1) times
+    the mean baseline's, on the same episodes (so its variance is (8/7)^2 = 1.31 times larger, and it is unbiased)."""
+    for snapshot in ("init", "after 10 updates"):
+        loo, mean = gradients[returns, "leave_one_out", snapshot], gradients[returns, "mean", snapshot]
+        np.testing.assert_allclose(loo, 8 / 7 * mean, rtol=1e-4, atol=1e-4 * np.abs(mean).max())
+
+
 def test_bad_options_name_the_option():
     with pytest.raises(experiment.ConfigError, match="importance"):
         reinforce.make(reinforce.Config(returns="whole_trajectory", importance="per_decision"), ENV)
@@ -116,3 +225,14 @@ def test_bad_options_name_the_option():
         reinforce.make(reinforce.Config(baseline="optimal", num_envs=1), ENV)
     with pytest.raises(experiment.ConfigError, match="baseline"):
         validate(dataclasses.replace(reinforce.Config(), baseline="median"))
+    for baseline in ("leave_one_out", "optimal_per_parameter"):
+        with pytest.raises(experiment.ConfigError, match="num_envs"):
+            reinforce.make(reinforce.Config(baseline=baseline, num_envs=1), ENV)
+    with pytest.raises(experiment.ConfigError, match="relaxation_episodes"):
+        reinforce.make(reinforce.Config(relaxation_updates=1, relaxation_episodes=8), ENV)
+    with pytest.raises(experiment.ConfigError, match="optimal_per_parameter"):
+        reinforce.make(reinforce.Config(baseline="optimal_per_parameter", relaxation_episodes=8), ENV)
+    with pytest.raises(experiment.ConfigError, match="importance_weights"):
+        reinforce.make(reinforce.Config(importance="per_decision", importance_weights="self_normalised"), ENV)
+    with pytest.raises(experiment.ConfigError, match="importance_weights"):
+        validate(dataclasses.replace(reinforce.Config(), importance_weights="clipped"))
