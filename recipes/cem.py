@@ -25,18 +25,18 @@ observation is a discrete state index (a gymnax ``Discrete`` observation space: 
 ``Chain-pgkit`` of ``pgkit.tabular_envs``), one ``update``:
 
     sample N episodes with the table π(a|s) (π starts uniform)   pgkit.rollout.rollout
-    [resimulations = K > 0, the notes' remedy for "lucky" episodes in a stochastic environment:
-     run each sampled episode's state-action choices again K times: episode i replays as π_i,
+    [resimulations = R > 0, the notes' remedy for "lucky" episodes in a stochastic environment:
+     run each sampled episode's state-action choices again R times: episode i replays as π_i,
      its own action frequencies in the states it visited and π elsewhere; its score is the
-     mean of its own return and the K replays' returns
+     mean of its own return and the R replays' returns
                                                                  pgkit.tabular_episode_policies]
-    elite = the M episodes with the largest score (their own return, or the (1 + K)-run mean)
+    elite = the M episodes with the largest score (their own return, or the (1 + R)-run mean)
                                                                  pgkit.elite_mask
     π'(a|s) = (n_elite(s, a) + λ) / (n_elite(s) + λ|A|) in the states the elite visited, π(a|s)
     elsewhere;  π ← α π' + (1 − α) π                             pgkit.tabular_cem_update
 
-The K re-simulations start from fresh resets, run ``num_steps`` steps each and count as
-simulated steps (N·(1 + K)·num_steps per update); only the fit to the elite's own episodes
+The R re-simulations start from fresh resets, run ``num_steps`` steps each and count as
+simulated steps (N·(1 + R)·num_steps per update); only the fit to the elite's own episodes
 changes π.
 
 No variant uses a value function. Each update starts N (or N·K) fresh episodes and runs
@@ -101,7 +101,7 @@ class Config:
     gradient_steps: int = option(10, "Adam steps on the elite log-likelihood per update (approximate variant)", positive=True)
     log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
     resimulations: int = option(
-        0, "K: re-simulations of each episode's state-action choices, averaged to score it (tabular; 0: its own return)",
+        0, "R: re-simulations of each episode's state-action choices, averaged to score it (tabular; 0: its own return)",
         low=0,
     )
 
@@ -296,7 +296,7 @@ def _make_tabular(config: Config, env, first_episodes, steps_per_update: int, nu
         states, actions = state_index(traj.obs), traj.actions  # [T, N]
         if resimulations:
             replays = pgkit.tabular_episode_policies(states, actions, in_first, table)  # [N, S, A]
-            per_env = jnp.repeat(replays, resimulations, axis=0)  # [N·K, S, A], env j ↦ episode j // K
+            per_env = jnp.repeat(replays, resimulations, axis=0)  # [N·R, S, A], env j ↦ episode j // R
             _, _, again, _ = first_episodes(resimulation_key, table_act_fn(per_env), resimulation_env)
             scores = (returns + jnp.sum(again.reshape(config.population, resimulations), axis=1)) / (1 + resimulations)
         else:
