@@ -22,16 +22,18 @@ def assert_finite(metrics):
 
 
 def test_learns_cartpole():
-    """Mean return >= 450 over 4 seeds with the recipe's documented defaults.
+    """Mean return >= 480 over 4 seeds with the recipe's documented defaults.
 
     32 environments x 8 steps, n-step returns, RMSProp at lr 6e-3 annealed to 0, 250k steps per
     seed (976 updates). The score is each seed's mean ``episode_return`` over the last 50
     updates (12.8k steps, about 25 complete episodes at 500 steps), averaged over the seeds.
+    Calibrated (bench/calibrate_learning_tests.py, 32 seeds of master seed 1): per-seed mean 497.7,
+    sd 7.7, min 460; 4-seed means 490-500. 480 is 4.6 standard errors (3.8) below the mean.
     """
     result = experiment.train("a2c", env=ENV, seeds=4, seed=0, log=None)
     returns = result.metrics["episode_return"]
     final = returns[:, -50:].mean(axis=1)
-    assert final.mean() >= 450.0, f"final returns {final}"
+    assert final.mean() >= 480.0, f"final returns {final}"
 
 
 @pytest.mark.parametrize(

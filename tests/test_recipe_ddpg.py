@@ -28,9 +28,12 @@ CONFIG = {
     "buffer_size": 20_000,
     "hidden_sizes": (64, 64),
 }
+# Calibrated (bench/calibrate_learning_tests.py, 32 seeds of master seed 1): per-seed mean -157,
+# sd 32, min -220; 4-seed means -178 to -128. -225 is 4.2 standard errors (16) of a 4-seed mean
+# below the mean.
 SEEDS = 4
 LAST_STEPS = 2_000  # "final return": mean over the last 10 Pendulum episodes of each seed
-THRESHOLD = -300.0
+THRESHOLD = -225.0
 
 
 @pytest.fixture(scope="module")

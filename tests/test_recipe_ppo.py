@@ -31,10 +31,12 @@ def test_ppo_adaptive_kl_learns_cartpole():
         "ppo", env="CartPole-v1", seeds=4, config={"objective": "adaptive_kl", "total_steps": 250_000}, log=None
     )
     # KL-penalty PPO learns more slowly than the clipped form (as in Schulman et al. 2017,
-    # table 1). Measured at 2.5e5 steps: last-10%-of-updates means 473, 421, 233, 323 (mean
-    # 362); a random policy scores about 22.
+    # table 1). At 2.5e5 steps, last-10%-of-updates means of master seed 0: 484, 437, 454, 471;
+    # a random policy scores about 22.
+    # Calibrated (bench/calibrate_learning_tests.py, 32 seeds of master seed 1): per-seed mean
+    # 435, sd 47, min 319; 4-seed means 389-456. 340 is 4.1 standard errors (23) below the mean.
     last = result.metrics["episode_return"][:, -49:].mean(axis=1)
-    assert last.mean() >= 250, last
+    assert last.mean() >= 340, last
     # Every update adapted β by the KL it measured: doubled above 1.5 target, halved below
     # target / 1.5, else kept (from the initial kl_beta, within [1e-6, 1e6]). In this run the KL
     # never exceeds 1.5 target (at most 0.011), so β only halves, to the floor by update 20; the
@@ -65,12 +67,15 @@ def test_adaptive_kl_beta_moves_up_after_a_large_kl_and_down_after_a_small_one()
         assert float(new.beta) == np.float32(expected), (target_kl, float(new.beta))
 
 
-def test_ppo_pendulum_reaches_minus_300_over_4_seeds():
+def test_ppo_pendulum_reaches_minus_330_over_4_seeds():
+    # Calibrated (bench/calibrate_learning_tests.py, 32 seeds of master seed 1): per-seed mean
+    # -208, sd 61, min -415; 4-seed means -245 to -176. -330 is 4.0 standard errors (30) of a
+    # 4-seed mean below the mean (random play scores about -1200).
     result = experiment.train(
         "ppo", env="Pendulum-v1", seeds=4, config=PENDULUM_CONFIG, hparams=PENDULUM_HPARAMS, log=None
     )
     returns = final_returns(result)
-    assert returns.mean() >= -300, returns
+    assert returns.mean() >= -330, returns
 
 
 SMALL = dict(num_envs=2, num_steps=32, hidden_sizes=(8,))

@@ -176,8 +176,11 @@ def test_trpo_learns_pendulum():
     assert final.mean() >= PENDULUM_THRESHOLD, f"final returns per seed {final}"
 
 
+# Calibrated (bench/calibrate_learning_tests.py, 32 seeds of master seed 1): per-seed mean -231,
+# sd 107, min -649; 4-seed means -285 to -187. -450 is 4.1 standard errors (54) of a 4-seed mean
+# below the mean.
 PENDULUM_SEEDS = 4
-PENDULUM_THRESHOLD = -400.0
+PENDULUM_THRESHOLD = -450.0
 
 
 def test_invalid_configuration_names_the_option():
