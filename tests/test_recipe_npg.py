@@ -85,8 +85,8 @@ def test_natural_actor_critic_learns_cartpole():
 # The episodic natural actor-critic (direction "nac", defaults otherwise: constant baseline, CG)
 # over 50 updates (51,200 steps). Final returns of 32 seeds (master seeds 0-3 x 8, measured
 # 2026-12 and in docs/recipes/npg.md): mean 395, per-seed standard deviation 96 (lowest 213),
-# 8-seed means 358-441. 300 is about 2.8 standard errors (34) of an 8-seed mean below the
-# measured mean and 58 below the lowest 8-seed mean; random CartPole scores about 22.
+# 8-seed means 358-441. 260 is about 4.0 standard errors (34) of an 8-seed mean below the
+# measured mean; random CartPole scores about 22.
 NAC = {"direction": "nac", "total_steps": 51_200}
 
 
@@ -97,7 +97,7 @@ def test_episodic_natural_actor_critic_learns_cartpole():
     returns = result.metrics["episode_return"]
     assert returns.shape == (SEEDS, 50)
     final = returns[:, -FINAL_UPDATES:].mean(axis=1)
-    assert final.mean() >= 300.0, f"final returns per seed {final}"
+    assert final.mean() >= 260.0, f"final returns per seed {final}"
     assert returns[:, 0].mean() < 50.0
     max_kl = npg.HParams().max_kl
     assert 0.5 * max_kl < np.median(result.metrics["kl"]) < 2.0 * max_kl  # natural steps of size δ

@@ -21,6 +21,8 @@ def final_returns(result):
 def test_ppo_standard_cartpole_reaches_475_over_8_seeds():
     # 4 envs x 128 steps, 5e5 steps, 4 epochs x 4 minibatches, lr 2.5e-4 annealed, gamma 0.99,
     # lambda 0.95, clip 0.2, entropy 0.01, value 0.5, grad norm 0.5, 64x64 tanh: the defaults.
+    # Calibrated (bench/calibrate_learning_tests.py, 64 seeds of master seed 1): every seed ends
+    # at 500, so 475 fails when one seed in eight falls to 300 or several fall a little.
     result = experiment.train("ppo", env="CartPole-v1", seeds=8, log=None)
     returns = final_returns(result)
     assert returns.mean() >= 475, returns
