@@ -22,6 +22,13 @@ CASES = [
     ("cem", None, {}), ("cem", None, {"variant": "approximate"}),
     ("ddpg", None, {}), ("ddpg", None, {"exploration": "ornstein_uhlenbeck"}), ("td3", None, {}),
     ("sac", None, {}), ("sac", "CartPole-v1", {}),
+    # options added after the recipe-protocol reference (docs/benchmark_results/digests-0.5.txt)
+    ("ppo", None, {"kl_stop": "k3"}), ("td3", None, {"target_update": "periodic"}),
+    ("reinforce", None, {"baseline": "optimal_per_parameter"}), ("reinforce", None, {"baseline": "leave_one_out"}),
+    ("reinforce", None, {"relaxation_episodes": 16, "importance_weights": "truncated"}),
+    ("cem", "FrozenLake-misc", {"variant": "tabular", "num_steps": 100}),
+    ("cem", "FrozenLake-misc", {"variant": "tabular", "num_steps": 100, "resimulations": 1}),
+    ("npg", None, {"direction": "nac"}),
 ]
 only = sys.argv[1:]
 for name, env, cfg in CASES:
