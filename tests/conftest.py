@@ -25,8 +25,9 @@ assert experiment.use_cpu_cores(1, threads=2), "JAX started before tests/conftes
 
 
 # `make test-quick` (pytest -m "not slow") leaves out what trains agents end to end: the recipe
-# files, the variance study, and the driver's multi-run equality checks. `make test` runs all.
-_SLOW_FILES = ("test_recipe_", "test_variance_study")
+# files, the examples' learning runs, the variance study, and the driver's multi-run equality
+# checks. `make test` runs all.
+_SLOW_FILES = ("test_recipe_", "test_example_", "test_variance_study")
 _SLOW_TESTS = {
     "test_sharded_run_equals_single_device_run",
     "test_member_of_vmapped_run_equals_single_run",
