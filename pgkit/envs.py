@@ -197,6 +197,57 @@ def available_envs() -> list[str]:
     return list(gymnax.registered_envs) + list(tabular_envs.registered_envs)
 
 
+def observed_name(name: str, observe) -> str:
+    """The environment name that keeps only the observation components ``observe``: ``"NAME[i,j,...]"``.
+
+    Recipes receive an environment as a name, so a partially observed task travels as one:
+    ``pgkit.envs.make(observed_name("CartPole-v1", [0, 2]), ...)`` equals
+    ``pgkit.envs.make("CartPole-v1", observe=[0, 2], ...)``, and ``pgkit train ... --observe 0,2``
+    trains on ``"CartPole-v1[0,2]"`` (recorded so in ``config.json``). ``observe=None`` gives
+    ``name`` unchanged.
+
+    Example:
+        >>> pgkit.envs.observed_name("CartPole-v1", [0, 2])
+        'CartPole-v1[0,2]'
+    """
+    if observe is None:
+        return name
+    return f"{name}[{','.join(str(int(i)) for i in observe)}]"
+
+
+def split_observed_name(name: str) -> tuple[str, tuple[int, ...] | None]:
+    """``"NAME[i,j]"`` -> ``("NAME", (i, j))``; a name without brackets -> ``(name, None)``.
+
+    Raises:
+        ValueError: brackets that do not hold comma-separated integers.
+
+    Example:
+        >>> pgkit.envs.split_observed_name("CartPole-v1[0,2]")
+        ('CartPole-v1', (0, 2))
+    """
+    if not name.endswith("]") or "[" not in name:
+        return name, None
+    base, _, inside = name[:-1].partition("[")
+    try:
+        return base, tuple(int(part) for part in inside.split(","))
+    except ValueError:
+        raise ValueError(
+            f"observe: the name {name!r} must end in [i,j,...] with integer indices"
+        ) from None
+
+
+def _check_observe(name: str, observe, full_size: int) -> tuple[int, ...]:
+    observe = tuple(observe)
+    bad = [i for i in observe if isinstance(i, bool) or not isinstance(i, (int, np.integer))
+           or not 0 <= i < full_size]
+    if not observe or bad or len(set(observe)) != len(observe):
+        raise ValueError(
+            f"observe must list distinct observation indices in 0..{full_size - 1} of {name} "
+            f"(its flattened observation has {full_size} components), got {list(observe)}"
+        )
+    return tuple(int(i) for i in observe)
+
+
 def _freeze(value):
     """A hashable stand-in for ``value`` (used for equality / hashing of VecEnv)."""
     if isinstance(value, dict):
@@ -220,7 +271,9 @@ class VecEnv:
         name: gymnax environment name.
         num_envs: E, the number of parallel environments.
         observation_size: size of the flattened observation (``observation_shape`` is the
-            gymnax one).
+            gymnax one, or ``(len(observe),)``).
+        observe: the indices of the flattened gymnax observation that are kept, in that order
+            (a partially observed task), or ``None`` for all of it.
         discrete: whether actions are integers in ``[0, num_actions)``.
         num_actions: number of actions (discrete envs; ``None`` otherwise).
         action_size: action dimension (continuous envs; ``None`` otherwise); the gymnax
@@ -261,6 +314,7 @@ class VecEnv:
     action_size: int | None
     action_low: np.ndarray | None
     action_high: np.ndarray | None
+    observe: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ identity
     def _identity(self):
@@ -275,6 +329,7 @@ class VecEnv:
             self.epsilon,
             self.env_kwargs,
             self.env_params_overrides,
+            self.observe,
         )
 
     def __eq__(self, other):
@@ -294,6 +349,8 @@ class VecEnv:
             flags.append("normalize_observations=True")
         if self.scale_rewards:
             flags.append(f"scale_rewards=True, gamma={self.gamma}")
+        if self.observe is not None:
+            flags.append(f"observe={list(self.observe)}")
         extra = "".join(", " + f for f in flags)
         return f"VecEnv({self.name!r}, num_envs={self.num_envs}{extra})"
 
@@ -308,7 +365,10 @@ class VecEnv:
 
     # ------------------------------------------------------------------ wrappers
     def _flatten(self, obs: Array) -> Array:
-        return jnp.reshape(obs, (self.num_envs, self.observation_size)).astype(jnp.float32)
+        obs = jnp.reshape(obs, (self.num_envs, -1)).astype(jnp.float32)
+        if self.observe is not None:  # the kept components, in the order given
+            obs = obs[:, np.asarray(self.observe)]
+        return obs
 
     def _normalize(self, obs: Array, stats: RunningMeanStd) -> Array:
         scaled = (obs - stats.mean) * jax.lax.rsqrt(stats.var + self.epsilon)
@@ -487,6 +547,7 @@ def make(
     clip_rewards: float = 10.0,
     epsilon: float = 1e-8,
     env_params: dict | None = None,
+    observe=None,
     **env_kwargs,
 ) -> VecEnv:
     """Build a :class:`VecEnv` of ``num_envs`` copies of the gymnax environment ``name``.
@@ -507,6 +568,11 @@ def make(
         epsilon: added to variances before the square root.
         env_params: overrides of fields of the gymnax ``EnvParams`` (e.g.
             ``{"max_steps_in_episode": 100}``).
+        observe: indices of the flattened observation to keep, in that order (a partially
+            observed task: CartPole-v1 with ``observe=[0, 2]`` has no velocities), or ``None``
+            for all; also given as a name suffix, ``"CartPole-v1[0,2]"`` (:func:`observed_name`).
+            The environment's dynamics and ``final_obs`` are unchanged; only what the agent
+            sees is cut.
         **env_kwargs: forwarded to the gymnax environment constructor.
 
     Returns:
@@ -522,6 +588,10 @@ def make(
         >>> env.discrete, env.action_size, env.action_low.tolist(), env.action_high.tolist()
         (False, 1, [-2.0], [2.0])
     """
+    name, named_observe = split_observed_name(name)
+    if named_observe is not None and observe is not None and tuple(observe) != named_observe:
+        raise ValueError(f"observe={list(observe)} contradicts the name's [{','.join(map(str, named_observe))}]")
+    observe = named_observe if observe is None else observe
     if name not in available_envs():
         raise ValueError(
             f"name must be one of the available environments {available_envs()}, got {name!r}"
@@ -545,6 +615,10 @@ def make(
     obs_struct = jax.eval_shape(env.reset, jax.random.key(0), params)[0]
     observation_shape = tuple(obs_struct.shape)
     observation_size = int(math.prod(observation_shape))
+    if observe is not None:
+        observe = _check_observe(name, observe, observation_size)
+        observation_size = len(observe)
+        observation_shape = (observation_size,)
 
     space = env.action_space(params)
     if isinstance(space, spaces.Discrete):
@@ -584,4 +658,5 @@ def make(
         action_size=action_size,
         action_low=action_low,
         action_high=action_high,
+        observe=observe,
     )

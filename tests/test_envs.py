@@ -268,3 +268,38 @@ def test_every_registered_environment_resets_and_steps(name):
     assert step.reward.shape == step.terminated.shape == step.truncated.shape == (2,)
     assert step.reward.dtype == jnp.float32 and step.terminated.dtype == jnp.bool_
     assert np.all(np.isfinite(np.asarray(step.obs))) and np.all(np.isfinite(np.asarray(step.reward)))
+
+
+def test_observe_keeps_the_listed_components_of_every_observation():
+    """CartPole-v1 with observe=[2, 0] (angle, then position; no velocities): reset, next and
+    final observations are those columns of the full environment's, on the same keys."""
+    full = envs.make("CartPole-v1", num_envs=4)
+    part = envs.make("CartPole-v1", num_envs=4, observe=[2, 0])
+    assert part.observation_size == 2 and part.observation_shape == (2,) and part != full
+    (full_state, full_obs), (part_state, part_obs) = full.reset(jax.random.key(0)), part.reset(jax.random.key(0))
+    np.testing.assert_array_equal(part_obs, full_obs[:, [2, 0]])
+    done = False
+    for t in range(40):  # long enough for some episodes to end (random actions)
+        key, actions = jax.random.key(t + 1), jnp.asarray(np.random.default_rng(t).integers(0, 2, 4), jnp.int32)
+        full_state, full_step = full.step(key, full_state, actions)
+        part_state, part_step = part.step(key, part_state, actions)
+        np.testing.assert_array_equal(part_step.obs, full_step.obs[:, [2, 0]])
+        np.testing.assert_array_equal(part_step.final_obs, full_step.final_obs[:, [2, 0]])
+        np.testing.assert_array_equal(part_step.reward, full_step.reward)
+        done = done or bool(np.any(full_step.terminated))
+    assert done
+
+
+def test_observe_by_name_and_its_errors():
+    by_name = envs.make(envs.observed_name("CartPole-v1", [0, 2]), num_envs=2)
+    assert by_name == envs.make("CartPole-v1", num_envs=2, observe=(0, 2))
+    assert hash(by_name) == hash(envs.make("CartPole-v1[0,2]", num_envs=2))
+    assert envs.split_observed_name("Pendulum-v1") == ("Pendulum-v1", None)
+    assert envs.make("CartPole-v1[0,2]", num_envs=2, observe=[0, 2]) == by_name
+    for observe in ([0, 4], [1, 1], [], [-1], [0.5]):
+        with pytest.raises(ValueError, match=r"observe must list distinct observation indices in 0\.\.3"):
+            envs.make("CartPole-v1", num_envs=1, observe=observe)
+    with pytest.raises(ValueError, match="contradicts"):
+        envs.make("CartPole-v1[0,2]", num_envs=1, observe=[1])
+    with pytest.raises(ValueError, match=r"must end in \[i,j,...\]"):
+        envs.make("CartPole-v1[a]", num_envs=1)

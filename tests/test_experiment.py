@@ -307,3 +307,17 @@ def test_bootstrap_interval_and_iqm():
     assert stats.bootstrap_ci([2.0]).low == 2.0
     with pytest.raises(ValueError, match="confidence"):
         stats.bootstrap_ci(x, confidence=1.5)
+
+
+def test_a_partially_observed_environment_trains_resumes_and_evaluates(tmp_path):
+    """env="CartPole-v1[0,2]" (no velocities) travels as a name: the policy sees 2 inputs,
+    config.json records the name, resume continues bit-identically, eval rebuilds it."""
+    out = tmp_path / "partial"
+    whole = experiment.train("ppo", env="CartPole-v1[0,2]", seeds=2, config=SMALL, chunk=2, log=None)
+    experiment.train("ppo", env="CartPole-v1[0,2]", seeds=2, config=SMALL, chunk=2, log=None, out=out,
+                     stop_after_chunks=1)
+    assert json.loads((out / "config.json").read_text())["env"] == "CartPole-v1[0,2]"
+    ref.assert_bit_identical(whole, experiment.resume(out, log=None))
+    first_layer = jax.tree.leaves(whole.state.networks.actor)[0]
+    assert first_layer.shape[:2] == (2, 2)  # [members, inputs, width]
+    assert experiment.evaluate(out, episodes=1, log=None).shape == (2, 1)
