@@ -25,6 +25,7 @@ from pgkit.experiment.devices import (
 from pgkit.experiment.driver import (
     Interrupted as Interrupted,
     NonFiniteError as NonFiniteError,
+    ChunkMetrics as ChunkMetrics,
     RunResult as RunResult,
     resume as resume,
     train as train,
@@ -38,6 +39,7 @@ from pgkit.experiment.registry import (
 from pgkit.recipe import ConfigError as ConfigError
 
 __all__ = [
+    "ChunkMetrics",
     "ConfigError",
     "Interrupted",
     "NonFiniteError",

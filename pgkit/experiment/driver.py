@@ -25,7 +25,7 @@ import time
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import equinox as eqx
 import jax
@@ -41,6 +41,7 @@ __all__ = [
     "NonFiniteError",
     "Interrupted",
     "RunResult",
+    "ChunkMetrics",
     "Run",
     "programs",
     "replay_program",
@@ -80,6 +81,59 @@ class RunResult(NamedTuple):
     run_dir: Path | None
     summary: list
     diverged: dict = {}
+
+
+class ChunkMetrics(NamedTuple):
+    """What an ``on_chunk`` callback of :func:`train` and :func:`resume` receives after each chunk.
+
+    The same numbers as the chunk's rows of ``metrics.csv`` (written, with the checkpoint, before
+    the callback is called). Member ``m = setting * seeds + seed``; per-member fields have one
+    entry per member.
+
+    Fields:
+      run_dir: the run directory (None when training without ``out``).
+      labels: ``[M]`` each member's setting label (``"lr=0.001"``; ``"default"`` without a sweep).
+      settings: ``[M]`` each member's setting index. ``seeds``: ``[M]`` each member's seed index.
+      hparams: ``[M]`` each member's hyperparameters, ``{name: float}``.
+      first_update, last_update: the chunk's first and last update (0-based, both included).
+      num_updates: the updates of the whole run.
+      env_steps: ``[L]`` int array (``L = last_update - first_update + 1``): environment steps
+        per member after each update of the chunk (``metrics.csv``'s ``env_steps``).
+      metrics: ``{metric: [M, L]}`` read-only float64 host arrays; a diverged member's are NaN
+        from the update at which it diverged, as in ``metrics.csv``.
+      diverged: ``{member: update}`` of every member diverged so far.
+    """
+
+    run_dir: Path | None
+    labels: tuple
+    settings: tuple
+    seeds: tuple
+    hparams: tuple
+    first_update: int
+    last_update: int
+    num_updates: int
+    env_steps: np.ndarray
+    metrics: dict
+    diverged: dict
+
+
+def _callbacks(on_chunk) -> list:
+    """``on_chunk`` (None, a callable or a sequence of callables) as a list."""
+    if on_chunk is None:
+        return []
+    callbacks = [on_chunk] if callable(on_chunk) else list(on_chunk)
+    for callback in callbacks:
+        if not callable(callback):
+            raise ConfigError(f"on_chunk takes a callable or a sequence of callables, got {callback!r}")
+    return callbacks
+
+
+def _close(callbacks: list) -> None:
+    """Call ``close()`` of every callback that has one (the loggers flush and finish their runs)."""
+    for callback in callbacks:
+        close = getattr(callback, "close", None)
+        if callable(close):
+            close()
 
 
 def _settings(base, sweep: dict[str, list[float]]) -> list:
@@ -342,6 +396,7 @@ def train(
     halt_on_nonfinite: bool = False,
     stop_after_chunks: int | None = None,
     log: Callable[[str], None] | None = print,
+    on_chunk: Callable[[ChunkMetrics], None] | Sequence[Callable[[ChunkMetrics], None]] | None = None,
 ) -> RunResult:
     """Train ``seeds`` seeds of every setting of ``sweep`` as one compiled program.
 
@@ -361,6 +416,12 @@ def train(
         diverged, and the others go on; a run whose every member diverged raises NonFiniteError.
       stop_after_chunks: stop early after this many chunks (simulates an interruption).
       log: where progress lines go (``None`` for silence).
+      on_chunk: a callable, or a sequence of them, called with a :class:`ChunkMetrics` after
+        each chunk's metrics and checkpoint are written (the loggers of
+        :mod:`pgkit.experiment.loggers` stream them to TensorBoard or W&B). A callback that
+        raises stops the run: the exception propagates, with metrics.csv and the checkpoint
+        holding that chunk (``resume`` goes on from the next). Callbacks with a ``close()``
+        method are closed when the call returns or raises.
 
     Returns:
       ``RunResult(state, metrics, run_dir, summary, diverged)``: final state with a leading
@@ -402,6 +463,7 @@ def train(
         run_dir = Path(out)
         if store.updates_done(run_dir) is not None:
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; use 'pgkit resume {run_dir}' or another --out")
+    callbacks = _callbacks(on_chunk)
     run = Run(spec, run_dir, log or (lambda _: None), module)
     spec["devices"] = devices.devices_used(run.num_members)  # results are reproducible per device count
     spec["xla_cpu_threads"] = devices.xla_cpu_threads()  # and per thread count of XLA's CPU pool (TRPO)
@@ -414,7 +476,7 @@ def train(
     first_chunk = run.compile_first_chunk(keys, member_hparams, 0)
     state = devices.shard_members(init(keys, member_hparams), run.num_members)
     return _loop(run, state, member_hparams, start=0, metrics=None, stop_after_chunks=stop_after_chunks,
-                 first_chunk=first_chunk, t_compile=t_compile, diverged={})
+                 first_chunk=first_chunk, t_compile=t_compile, diverged={}, callbacks=callbacks)
 
 
 def resume(
@@ -423,12 +485,18 @@ def resume(
     recipe: str | os.PathLike | types.ModuleType | None = None,
     stop_after_chunks: int | None = None,
     log: Callable[[str], None] | None = print,
+    on_chunk: Callable[[ChunkMetrics], None] | Sequence[Callable[[ChunkMetrics], None]] | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last checkpoint (same key stream, same result).
 
     The recipe is found where ``config.json`` says it came from; pass ``recipe`` (a module, name
     or path, as for :func:`train`) if it has moved since, and ``config.json`` records its new place.
+    ``on_chunk`` is called after each chunk, as for :func:`train`, from the first chunk not in the
+    checkpoint: over a run and its resumes it sees every update of the checkpoints once (a chunk
+    whose callback did not return, because the process died, is not offered again; a chunk
+    replayed because its checkpoint was lost or damaged is offered again).
     """
+    callbacks = _callbacks(on_chunk)
     run_dir = Path(run_dir)
     spec = store.read_config(run_dir)
     run = Run(spec, run_dir, log or (lambda _: None), recipe)
@@ -475,7 +543,7 @@ def resume(
         run_dir, start, num_members=run.num_members, seeds=run.seeds, hparam_names=options_of(run.module.HParams)
     )
     return _loop(run, state, member_hparams, start=start, metrics=metrics, stop_after_chunks=stop_after_chunks,
-                 first_chunk=first_chunk, t_compile=t_compile, diverged=diverged)
+                 first_chunk=first_chunk, t_compile=t_compile, diverged=diverged, callbacks=callbacks)
 
 
 def check_finite(metrics_chunk: dict, first_update: int) -> None:
@@ -550,9 +618,17 @@ def _first_nonfinite(chunk_metrics: dict) -> np.ndarray:
     return np.where(bad.any(axis=1), bad.argmax(axis=1), bad.shape[1])
 
 
-def _loop(
+def _loop(run: Run, state, member_hparams, *, callbacks: list, **kwargs) -> RunResult:
+    """The chunk loop (:func:`_run_chunks`); closes the callbacks that have ``close()`` however it ends."""
+    try:
+        return _run_chunks(run, state, member_hparams, callbacks=callbacks, **kwargs)
+    finally:
+        _close(callbacks)
+
+
+def _run_chunks(
     run: Run, state, member_hparams, *, start: int, metrics, stop_after_chunks, first_chunk, t_compile: float,
-    diverged: dict,
+    diverged: dict, callbacks: list,
 ) -> RunResult:
     recipe, _, chunk_fn = run.functions(run.chunk)
     steps_per_update = recipe.env_steps_per_update
@@ -656,6 +732,10 @@ def _loop(
                 + (f" | diverged {len(diverged)}/{run.num_members}" if diverged else "")
                 + f" | ETA {_format_duration(eta)}"
             )
+            if callbacks:  # after the writes: a callback that raises leaves the chunk on disk
+                chunk = _chunk_metrics(run, chunk_metrics, first_update, length, steps_per_update, diverged)
+                for callback in callbacks:
+                    callback(chunk)
             if len(diverged) == run.num_members:
                 where = f"; metrics.csv and the checkpoint hold it ({run.run_dir})" if run.run_dir is not None else ""
                 raise NonFiniteError(
@@ -683,6 +763,32 @@ def _loop(
     elif run.run_dir is not None:
         run.log(f"stopped at update {u}/{run.num_updates}; continue with: pgkit resume {run.run_dir}")
     return RunResult(state, metrics, run.run_dir, summary, dict(sorted(diverged.items())))
+
+
+def _chunk_metrics(run: Run, chunk_metrics: dict, first_update: int, length: int, steps_per_update: int,
+                   diverged: dict) -> ChunkMetrics:
+    """The :class:`ChunkMetrics` of one chunk: read-only views of its host arrays."""
+    labels = run.labels()
+    members = range(run.num_members)
+    views = {}
+    for name, values in chunk_metrics.items():
+        views[name] = values.view()
+        views[name].flags.writeable = False
+    return ChunkMetrics(
+        run_dir=run.run_dir,
+        labels=tuple(labels[m // run.seeds] for m in members),
+        settings=tuple(m // run.seeds for m in members),
+        seeds=tuple(m % run.seeds for m in members),
+        hparams=tuple(
+            {k: float(v) for k, v in dataclasses.asdict(run.settings[m // run.seeds]).items()} for m in members
+        ),
+        first_update=first_update,
+        last_update=first_update + length - 1,
+        num_updates=run.num_updates,
+        env_steps=(np.arange(first_update, first_update + length) + 1) * steps_per_update,
+        metrics=views,
+        diverged=dict(sorted(diverged.items())),
+    )
 
 
 def _summarise(run: Run, metrics, diverged: dict) -> list[dict]:
