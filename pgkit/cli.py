@@ -5,6 +5,7 @@
     pgkit train ./my_algo.py --seeds 2 --out runs/mine    # any module following pgkit.recipe
     pgkit train mypkg.my_algo --seeds 2                   # ... by its dotted module path
     pgkit resume runs/x
+    pgkit train ppo --out runs/y --log tensorboard --log wandb   # also stream the metrics
     pgkit plot runs/x runs/y --out overlay.png
     pgkit eval runs/x --episodes 10
     pgkit list [RECIPE]
@@ -23,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from pgkit import experiment
+from pgkit.experiment import loggers
 from pgkit.experiment.registry import recipe_name
 from pgkit.recipe import ConfigError, describe, options_of, parse_option
 
@@ -82,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted run")
     resume.add_argument("run_dir")
     resume.add_argument("--recipe", help="where the recipe is now, if it has moved since training (file or module)")
+    for command in (train, resume):
+        command.add_argument(
+            "--log", action="append", default=[], choices=sorted(loggers.EXTRAS),
+            help="also stream the metrics to TensorBoard (RUN/tensorboard/LABEL/seedK) or W&B (one run per member, "
+            "grouped by setting; offline with WANDB_MODE=offline); repeatable; needs pgkit[tensorboard] or pgkit[wandb]",
+        )
 
     plot = sub.add_parser("plot", help="overlay learning curves of runs")
     plot.add_argument("run_dirs", nargs="+")
@@ -146,7 +154,14 @@ def _train(args) -> None:
         out=out,
         chunk=args.chunk,
         halt_on_nonfinite=args.halt_on_nonfinite,
+        on_chunk=_loggers(args),
     )
+
+
+def _loggers(args) -> list:
+    """The ``on_chunk`` callbacks ``--log`` names (a ConfigError naming the extra if one is not installed)."""
+    factories = {"tensorboard": loggers.tensorboard, "wandb": loggers.wandb}
+    return [factories[name]() for name in dict.fromkeys(args.log)]
 
 
 def _plot(args) -> None:
@@ -220,7 +235,7 @@ def _main(argv) -> int:
         if args.command == "train":
             _train(args)
         elif args.command == "resume":
-            experiment.resume(args.run_dir, recipe=args.recipe)
+            experiment.resume(args.run_dir, recipe=args.recipe, on_chunk=_loggers(args))
         elif args.command == "plot":
             _plot(args)
         elif args.command == "eval":

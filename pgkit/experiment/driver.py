@@ -90,7 +90,7 @@ class ChunkMetrics(NamedTuple):
     the callback is called). Member ``m = setting * seeds + seed``; per-member fields have one
     entry per member.
 
-    Fields:
+    Attributes:
       run_dir: the run directory (None when training without ``out``).
       labels: ``[M]`` each member's setting label (``"lr=0.001"``; ``"default"`` without a sweep).
       settings: ``[M]`` each member's setting index. ``seeds``: ``[M]`` each member's seed index.
