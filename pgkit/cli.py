@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a recipe over seeds x a hyperparameter grid")
     train.add_argument("recipe", help="recipe: a built-in name (see 'pgkit list'), a .py file or a dotted module path")
     train.add_argument("--env", help="gymnax environment (default: the recipe's)")
+    train.add_argument(
+        "--observe", metavar="I,J,...",
+        help="keep only these components of the flattened observation (a partially observed task: "
+        "CartPole-v1 with 0,2 has no velocities); the run's environment becomes NAME[I,J,...]",
+    )
     train.add_argument("--seeds", type=int, default=8, help="seeds per setting (default 8)")
     train.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     train.add_argument("--steps", type=int, help="environment steps per seed (the recipe's total_steps)")
@@ -112,8 +117,25 @@ def _train(args) -> None:
 
     module = experiment.load_recipe(args.recipe)
     env = args.env or module.DEFAULT_ENV
-    if env not in envs.available_envs():
-        raise ConfigError(f"unknown environment {env!r}; available: {', '.join(envs.available_envs())}")
+    try:
+        base, named = envs.split_observed_name(env)
+    except ValueError as error:
+        raise ConfigError(f"option '--env': {error}") from None
+    if base not in envs.available_envs():
+        raise ConfigError(f"unknown environment {base!r}; available: {', '.join(envs.available_envs())}")
+    if args.observe is not None:
+        try:
+            observe = [int(part) for part in args.observe.split(",")]
+        except ValueError:
+            raise ConfigError(f"option '--observe' expects comma-separated integers, got {args.observe!r}") from None
+        if named is not None and tuple(observe) != named:
+            raise ConfigError(f"option '--observe' {args.observe} contradicts --env {env}")
+        env = envs.observed_name(base, observe)
+    if env != base:  # the indices, checked against the environment's observation before anything runs
+        try:
+            envs.make(env, num_envs=1)
+        except ValueError as error:
+            raise ConfigError(f"option '--observe': {error}") from None
     config, hparams, sweep = {}, {}, {}
     if args.steps is not None:
         config["total_steps"] = parse_option(module.Config, "total_steps", str(args.steps))

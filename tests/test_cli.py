@@ -84,6 +84,9 @@ def test_members_and_threads_are_read_before_jax_starts(tmp_path):
         (["train", "ppo", "--seeds", "many"], "--seeds: invalid int value"),
         (["train", "ppo", "--threads", "0"], "'--threads' must be >= 1"),
         (["train", "ppo", "--steps", "10"], "shorter than one update"),
+        (["train", "ppo", "--observe", "0,7"], "option '--observe': observe must list distinct observation indices in 0..3"),
+        (["train", "ppo", "--observe", "0,x"], "option '--observe' expects comma-separated integers, got '0,x'"),
+        (["train", "ppo", "--env", "CartPole-v1[0,2]", "--observe", "1"], "contradicts --env CartPole-v1[0,2]"),
         (["resume", "does/not/exist"], "run directory 'does/not/exist' not found"),
         (["eval", "does/not/exist"], "run directory 'does/not/exist' not found"),
         (["plot", "does/not/exist"], "run directory 'does/not/exist' not found"),
@@ -104,3 +107,11 @@ def test_an_environment_that_cannot_be_made_here_is_one_line_and_exit_status_1(o
     code, _, err = run(["train", "ppo", "--env", "MNISTBandit-bsuite", "--steps", "512", *SMALL], capsys)
     assert code == 1
     assert err.startswith("pgkit: error: environment 'MNISTBandit-bsuite' could not be created") and err.count("\n") == 1
+
+
+def test_observe_trains_on_the_listed_components(tmp_path, capsys):
+    out = tmp_path / "partial"
+    argv = ["train", "ppo", "--observe", "0,2", "--seeds", "2", "--steps", "256", *SMALL, "--out", str(out)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["env"] == "CartPole-v1[0,2]"
