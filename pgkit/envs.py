@@ -274,6 +274,8 @@ class VecEnv:
             gymnax one, or ``(len(observe),)``).
         observe: the indices of the flattened gymnax observation that are kept, in that order
             (a partially observed task), or ``None`` for all of it.
+        transition_gradients: whether ``step`` carries gradients through the transition
+            (gymnax's ``env.with_transition_gradients()``; see :func:`make`).
         discrete: whether actions are integers in ``[0, num_actions)``.
         num_actions: number of actions (discrete envs; ``None`` otherwise).
         action_size: action dimension (continuous envs; ``None`` otherwise); the gymnax
@@ -315,6 +317,7 @@ class VecEnv:
     action_low: np.ndarray | None
     action_high: np.ndarray | None
     observe: tuple[int, ...] | None = None
+    transition_gradients: bool = False
 
     # ------------------------------------------------------------------ identity
     def _identity(self):
@@ -330,6 +333,7 @@ class VecEnv:
             self.env_kwargs,
             self.env_params_overrides,
             self.observe,
+            self.transition_gradients,
         )
 
     def __eq__(self, other):
@@ -351,6 +355,8 @@ class VecEnv:
             flags.append(f"scale_rewards=True, gamma={self.gamma}")
         if self.observe is not None:
             flags.append(f"observe={list(self.observe)}")
+        if self.transition_gradients:
+            flags.append("transition_gradients=True")
         extra = "".join(", " + f for f in flags)
         return f"VecEnv({self.name!r}, num_envs={self.num_envs}{extra})"
 
@@ -548,6 +554,7 @@ def make(
     epsilon: float = 1e-8,
     env_params: dict | None = None,
     observe=None,
+    transition_gradients: bool = False,
     **env_kwargs,
 ) -> VecEnv:
     """Build a :class:`VecEnv` of ``num_envs`` copies of the gymnax environment ``name``.
@@ -573,6 +580,14 @@ def make(
             for all; also given as a name suffix, ``"CartPole-v1[0,2]"`` (:func:`observed_name`).
             The environment's dynamics and ``final_obs`` are unchanged; only what the agent
             sees is cut.
+        transition_gradients: build gymnax's gradient-carrying copy of the environment
+            (``env.with_transition_gradients()``), whose ``step`` keeps the gradient of the next
+            observation and state with respect to the action and the previous state (for
+            :func:`pgkit.rollout.differentiable_rollout`). Only for environments whose
+            ``_supports_transition_gradients`` is True (Pendulum-v1, MountainCarContinuous-v0,
+            Reacher-misc, Swimmer-misc, PointRobot-misc); others raise ``ValueError``. An
+            auto-reset still cuts the gradient path (the reset state does not depend on the
+            previous one).
         **env_kwargs: forwarded to the gymnax environment constructor.
 
     Returns:
@@ -581,6 +596,7 @@ def make(
     Raises:
         ValueError: unknown ``name`` (the message lists the available ones), bad ``num_envs``,
             or an unsupported action space.
+        ValueError: ``transition_gradients=True`` for an environment that is not differentiable.
         EnvUnavailableError: gymnax could not fetch the data the environment is made from.
 
     Example:
@@ -605,6 +621,13 @@ def make(
             f"environment {name!r} could not be created: gymnax downloads its data when it is made, "
             f"and the download failed ({error}); pgkit itself never downloads"
         ) from error
+    if transition_gradients:
+        if not getattr(env, "supports_transition_gradients", False):
+            raise ValueError(
+                f"transition_gradients=True needs a differentiable environment: {name} is not "
+                f"(gymnax's _supports_transition_gradients is False for it; Pendulum-v1 is one)"
+            )
+        env = env.with_transition_gradients()
     overrides = dict(env_params or {})
     if overrides:
         unknown = [k for k in overrides if not hasattr(params, k)]
@@ -659,4 +682,5 @@ def make(
         action_low=action_low,
         action_high=action_high,
         observe=observe,
+        transition_gradients=bool(transition_gradients),
     )
