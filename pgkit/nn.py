@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import distrax
 import equinox as eqx
@@ -35,6 +35,9 @@ from pgkit.baselines import value_loss
 __all__ = [
     "Linear",
     "MLP",
+    "ConvNetwork",
+    "RecurrentNetwork",
+    "RecurrentPolicy",
     "CategoricalPolicy",
     "GaussianPolicy",
     "TanhGaussianPolicy",
@@ -47,6 +50,9 @@ __all__ = [
     "policy_distribution",
     "greedy_action",
     "policy_for",
+    "recurrent_policy_for",
+    "torso_for",
+    "is_spatial",
     "fit_value",
     "thin_q",
 ]
@@ -263,6 +269,282 @@ class MLP(eqx.Module):
         return self.layers[-1](x)
 
 
+def is_spatial(observation_shape: Sequence[int]) -> bool:
+    """Whether an observation of this shape is an image: ``[H, W]`` or ``[H, W, C]`` with H, W > 1.
+
+    Example:
+        >>> pgkit.nn.is_spatial((10, 10, 4)), pgkit.nn.is_spatial((4,))
+        (True, False)
+    """
+    shape = tuple(observation_shape)
+    return len(shape) in (2, 3) and shape[0] > 1 and shape[1] > 1
+
+
+def torso_for(observation_shape: Sequence[int], torso: str) -> str:
+    """The torso a network gets for observations of ``observation_shape``: ``'mlp'`` or ``'cnn'``.
+
+    ``torso='auto'`` is ``'cnn'`` where :func:`is_spatial` holds (MinAtar's ``[10, 10, C]``) and
+    ``'mlp'`` otherwise; ``'mlp'`` is kept; ``'cnn'`` is checked to have a spatial shape.
+
+    Raises:
+        ValueError: an unknown ``torso``, or ``'cnn'`` for a flat observation.
+
+    Example:
+        >>> pgkit.nn.torso_for((10, 10, 4), "auto"), pgkit.nn.torso_for((4,), "auto")
+        ('cnn', 'mlp')
+    """
+    if torso not in ("mlp", "cnn", "auto"):
+        raise ValueError(f"torso must be one of 'mlp', 'cnn', 'auto', got {torso!r}")
+    if torso == "auto":
+        return "cnn" if is_spatial(observation_shape) else "mlp"
+    if torso == "cnn" and not is_spatial(observation_shape):
+        raise ValueError(
+            f"torso 'cnn' needs an observation of shape [H, W] or [H, W, C], got {tuple(observation_shape)}"
+        )
+    return torso
+
+
+class ConvNetwork(eqx.Module):
+    """A convolutional network on one flattened image observation, then an MLP head.
+
+    The input x ``[H·W·C]`` (as :class:`pgkit.envs.VecEnv` flattens observations) is reshaped to
+    ``[H, W, C]`` (C = 1 for an ``[H, W]`` shape); each layer is z ← σ(conv(z, K_i) + b_i) with
+    ``kernel_size`` x ``kernel_size`` kernels, stride 1 and no padding; the result is flattened
+    and fed to an :class:`MLP` (``hidden_sizes``, ``final_gain``). Kernels are orthogonal with
+    gain √2 as matrices ``[k·k·C_in, C_out]`` (as :func:`orthogonal_linear`), biases zero.
+
+    Args:
+        observation_shape: ``(H, W)`` or ``(H, W, C)`` (static).
+        out_size: output size (static int), or ``'scalar'``.
+        channels: output channels of the convolutional layers (static), default ``(16,)``.
+        kernel_size: static int, default 3.
+        hidden_sizes: hidden widths of the MLP after the convolutions (static), default ``(128,)``.
+        activation: hidden activation name (convolutions and MLP).
+        final_gain: orthogonal gain of the output layer.
+        key: PRNG key (keyword-only).
+
+    ``__call__(x)``: ``x [H·W·C]`` → ``[out_size]`` (or ``[]`` for ``'scalar'``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = pgkit.nn.ConvNetwork((10, 10, 4), 3, key=jax.random.key(0))
+        >>> net(jnp.ones(400)).shape, jax.vmap(net)(jnp.ones((2, 400))).shape
+        ((3,), (2, 3))
+    """
+
+    kernels: tuple[Array, ...]
+    biases: tuple[Array, ...]
+    head: MLP
+    image_shape: tuple[int, int, int] = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        out_size: int | Literal["scalar"],
+        *,
+        channels: Sequence[int] = (16,),
+        kernel_size: int = 3,
+        hidden_sizes: Sequence[int] = (128,),
+        activation: str = "relu",
+        final_gain: float = 1.0,
+        key: PRNGKeyArray,
+    ):
+        shape = tuple(int(s) for s in observation_shape)
+        if not is_spatial(shape):
+            raise ValueError(f"observation_shape must be (H, W) or (H, W, C) with H, W > 1, got {shape}")
+        height, width, depth = shape if len(shape) == 3 else (*shape, 1)
+        _check_size("kernel_size", kernel_size)
+        for c in channels:
+            _check_size("channels entries", c)
+        _check_activation(activation)
+        if height - len(channels) * (kernel_size - 1) < 1 or width - len(channels) * (kernel_size - 1) < 1:
+            raise ValueError(
+                f"channels: {len(channels)} convolutions of size {kernel_size} do not fit an image of {height}x{width}"
+            )
+        conv_key, head_key = jax.random.split(key)
+        ins = (depth, *channels[:-1])
+        shapes = tuple((c_out, kernel_size * kernel_size * c_in) for c_in, c_out in zip(ins, channels))  # [out, in]
+        keys = jax.random.split(conv_key, max(len(shapes), 1))
+        matrices = _orthogonal_matrices(keys, shapes, jnp.full((len(shapes),), HIDDEN_GAIN, jnp.float32)) if shapes else []
+        self.kernels = tuple(
+            jnp.reshape(m.T, (kernel_size, kernel_size, c_in, c_out)) for m, c_in, c_out in zip(matrices, ins, channels)
+        )
+        self.biases = tuple(jnp.zeros((c,), jnp.float32) for c in channels)
+        shrink = len(channels) * (kernel_size - 1)
+        flat = (height - shrink) * (width - shrink) * (channels[-1] if channels else depth)
+        self.head = MLP(flat, out_size, hidden_sizes=hidden_sizes, activation=activation,
+                        final_gain=final_gain, key=head_key)
+        self.image_shape = (height, width, depth)
+        self.activation = activation
+
+    def __call__(self, x: Float[Array, " in_size"]) -> Array:
+        sigma = ACTIVATIONS[self.activation]
+        z = jnp.reshape(x, self.image_shape)[None]  # [1, H, W, C]
+        for kernel, bias in zip(self.kernels, self.biases):
+            z = jax.lax.conv_general_dilated(z, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            z = sigma(z + bias)
+        return self.head(jnp.reshape(z, (-1,)))
+
+
+def _torso(in_size, out_size, *, hidden_sizes, activation, final_gain, observation_shape, key):
+    """An :class:`MLP` on ``in_size`` inputs, or a :class:`ConvNetwork` where ``observation_shape`` is given."""
+    if observation_shape is None:
+        return MLP(in_size, out_size, hidden_sizes=hidden_sizes, activation=activation, final_gain=final_gain, key=key)
+    return ConvNetwork(observation_shape, out_size, hidden_sizes=hidden_sizes, activation=activation,
+                       final_gain=final_gain, key=key)
+
+
+CELLS = ("gru", "lstm")
+"""Recurrent cells :class:`RecurrentNetwork` accepts (``eqx.nn.GRUCell``, ``eqx.nn.LSTMCell``)."""
+
+
+class RecurrentNetwork(eqx.Module):
+    """A recurrent network stepped one example at a time: encoder, GRU or LSTM cell, MLP head.
+
+    One step: e = σ(encoder(x)), h' = cell(e, h), y = head(h') (for an LSTM the state is the
+    pair (h, c) and the head reads h). The encoder is one linear layer of width
+    ``hidden_sizes[0]`` (or a :class:`ConvNetwork` ending in that width where
+    ``observation_shape`` is given); the cell has ``cell_size`` units (equinox's
+    ``GRUCell``/``LSTMCell`` and their initialisation); the head is an :class:`MLP` with hidden
+    widths ``hidden_sizes[1:]`` and output gain ``final_gain``. The state of a fresh episode is
+    :meth:`initial_state` (zeros); rollouts reset to it after every done
+    (:mod:`pgkit.recurrent`).
+
+    Args:
+        in_size: input size (static int).
+        out_size: output size (static int) or ``'scalar'``.
+        cell: ``'gru'`` or ``'lstm'`` (static).
+        cell_size: units of the cell (static int), default 64.
+        hidden_sizes: encoder width then the head's hidden widths (static), default ``(64, 64)``.
+        activation: hidden activation name.
+        final_gain: orthogonal gain of the output layer.
+        observation_shape: ``(H, W[, C])`` for a convolutional encoder, or ``None`` (static).
+        key: PRNG key (keyword-only).
+
+    ``__call__(state, x)``: state (``[cell_size]``, or a pair of them for an LSTM) and
+    ``x [in_size]`` → ``(state', y [out_size])``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = pgkit.nn.RecurrentNetwork(3, 2, cell="gru", cell_size=8, hidden_sizes=(8,), key=jax.random.key(0))
+        >>> state, y = net(net.initial_state(), jnp.ones(3))
+        >>> state.shape, y.shape
+        ((8,), (2,))
+    """
+
+    encoder: Any
+    cell: Any
+    head: MLP
+    cell_type: str = eqx.field(static=True)
+    cell_size: int = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        out_size: int | Literal["scalar"],
+        *,
+        cell: str = "gru",
+        cell_size: int = 64,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        final_gain: float = 1.0,
+        observation_shape: Sequence[int] | None = None,
+        key: PRNGKeyArray,
+    ):
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        _check_size("in_size", in_size)
+        _check_size("cell_size", cell_size)
+        if not hidden_sizes:
+            raise ValueError("hidden_sizes must hold at least the encoder's width, got ()")
+        for width in hidden_sizes:
+            _check_size("hidden_sizes entries", width)
+        _check_activation(activation)
+        encoder_key, cell_key, head_key = jax.random.split(key, 3)
+        width, *head_sizes = hidden_sizes
+        self.encoder = _torso(in_size, width, hidden_sizes=(), activation=activation, final_gain=HIDDEN_GAIN,
+                              observation_shape=observation_shape, key=encoder_key)
+        make_cell = eqx.nn.GRUCell if cell == "gru" else eqx.nn.LSTMCell
+        self.cell = make_cell(width, cell_size, key=cell_key)
+        self.head = MLP(cell_size, out_size, hidden_sizes=tuple(head_sizes), activation=activation,
+                        final_gain=final_gain, key=head_key)
+        self.cell_type = cell
+        self.cell_size = cell_size
+        self.activation = activation
+
+    def initial_state(self):
+        """The state of a fresh episode: zeros ``[cell_size]`` (GRU) or a pair of them (LSTM: h, c)."""
+        zeros = jnp.zeros((self.cell_size,), jnp.float32)
+        return zeros if self.cell_type == "gru" else (zeros, zeros)
+
+    def __call__(self, state, x: Float[Array, " in_size"]):
+        features = ACTIVATIONS[self.activation](self.encoder(x))
+        state = self.cell(features, state)
+        return state, self.head(state if self.cell_type == "gru" else state[0])
+
+
+class RecurrentPolicy(eqx.Module):
+    """A stochastic policy π(a_t | o_0..o_t) with memory: a :class:`RecurrentNetwork` and a head.
+
+    Discrete actions: logits ``[A]`` (a categorical policy, head gain 0.01); continuous actions:
+    the mean ``[A]`` (gain 0.01) and a state-independent ``log_std`` ``[A]``, as
+    :class:`GaussianPolicy`. Built by :func:`recurrent_policy_for`.
+
+    ``__call__(state, obs)`` → ``(state', logits)`` or ``(state', (mean, log_std))``; the
+    outputs are what :func:`policy_distribution` takes (vmapped over a batch).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import pgkit.envs
+        >>> env = pgkit.envs.make("CartPole-v1[0,2]", num_envs=1)
+        >>> policy = pgkit.nn.recurrent_policy_for(env, cell="lstm", cell_size=8, hidden_sizes=(8,), key=jax.random.key(0))
+        >>> (h, c), logits = policy(policy.initial_state(), jnp.ones(2))
+        >>> h.shape, logits.shape
+        ((8,), (2,))
+    """
+
+    net: RecurrentNetwork
+    log_std: Any  # [A] for continuous actions, None for discrete
+
+    def initial_state(self):
+        """The state of a fresh episode (:meth:`RecurrentNetwork.initial_state`)."""
+        return self.net.initial_state()
+
+    def __call__(self, state, obs: Float[Array, " obs_size"]):
+        state, out = self.net(state, obs)
+        if self.log_std is None:
+            return state, out
+        return state, (out, jnp.broadcast_to(self.log_std, out.shape))
+
+
+def recurrent_policy_for(env, *, cell: str = "gru", cell_size: int = 64, hidden_sizes: Sequence[int] = (64, 64),
+                         activation: str = "tanh", log_std_init=0.0, torso: str = "mlp", key: PRNGKeyArray):
+    """The :class:`RecurrentPolicy` that fits ``env``'s action space (as :func:`policy_for` for memoryless policies).
+
+    Logits over ``env.num_actions`` (discrete) or a Gaussian mean over ``env.action_size`` with
+    ``log_std`` = ``log_std_init`` (continuous), from a :class:`RecurrentNetwork` on
+    ``env.observation_size`` inputs with a convolutional encoder where :func:`torso_for` gives
+    ``'cnn'`` for ``env.observation_shape``.
+
+    Example:
+        >>> import jax
+        >>> import pgkit.envs
+        >>> env = pgkit.envs.make("Pendulum-v1", num_envs=1)
+        >>> policy = pgkit.nn.recurrent_policy_for(env, cell_size=8, hidden_sizes=(8,), key=jax.random.key(0))
+        >>> policy.log_std.shape
+        (1,)
+    """
+    spatial = torso_for(env.observation_shape, torso) == "cnn"
+    outputs = env.num_actions if env.discrete else env.action_size
+    net = RecurrentNetwork(env.observation_size, outputs, cell=cell, cell_size=cell_size, hidden_sizes=hidden_sizes,
+                           activation=activation, final_gain=POLICY_GAIN,
+                           observation_shape=env.observation_shape if spatial else None, key=key)
+    log_std = None if env.discrete else jnp.full((env.action_size,), log_std_init, jnp.float32)
+    return RecurrentPolicy(net, log_std)
+
+
 class CategoricalPolicy(eqx.Module):
     """A categorical policy π(a|s) = softmax(logits(s))_a for discrete actions.
 
@@ -271,6 +553,8 @@ class CategoricalPolicy(eqx.Module):
         num_actions: number of actions A (static int).
         hidden_sizes: hidden widths (static), default ``(64, 64)``.
         activation: hidden activation name, default ``'tanh'``.
+        observation_shape: ``(H, W[, C])`` for a :class:`ConvNetwork` torso instead of the MLP
+            (static), or ``None``.
         key: PRNG key (keyword-only).
 
     ``__call__(obs)``: ``obs [obs_size]`` → logits ``[A]``.
@@ -285,7 +569,7 @@ class CategoricalPolicy(eqx.Module):
         ()
     """
 
-    net: MLP
+    net: MLP | ConvNetwork
     num_actions: int = eqx.field(static=True)
 
     def __init__(
@@ -295,17 +579,12 @@ class CategoricalPolicy(eqx.Module):
         *,
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
+        observation_shape: Sequence[int] | None = None,
         key: PRNGKeyArray,
     ):
         _check_size("num_actions", num_actions)
-        self.net = MLP(
-            obs_size,
-            num_actions,
-            hidden_sizes=hidden_sizes,
-            activation=activation,
-            final_gain=POLICY_GAIN,
-            key=key,
-        )
+        self.net = _torso(obs_size, num_actions, hidden_sizes=hidden_sizes, activation=activation,
+                          final_gain=POLICY_GAIN, observation_shape=observation_shape, key=key)
         self.num_actions = num_actions
 
     def __call__(self, obs: Float[Array, " obs_size"]) -> Float[Array, " A"]:
@@ -328,6 +607,7 @@ class GaussianPolicy(eqx.Module):
         hidden_sizes: hidden widths (static), default ``(64, 64)``.
         activation: hidden activation name, default ``'tanh'``.
         log_std_init: initial value of every log-std entry.
+        observation_shape: ``(H, W[, C])`` for a :class:`ConvNetwork` torso (static), or ``None``.
         key: PRNG key (keyword-only).
 
     ``__call__(obs)``: ``obs [obs_size]`` → ``(mean [action_size], log_std [action_size])``.
@@ -341,7 +621,7 @@ class GaussianPolicy(eqx.Module):
         ((2,), [0.0, 0.0])
     """
 
-    net: MLP
+    net: MLP | ConvNetwork
     log_std: Float[Array, " action_size"]
     action_size: int = eqx.field(static=True)
 
@@ -353,17 +633,12 @@ class GaussianPolicy(eqx.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         log_std_init: float = 0.0,
+        observation_shape: Sequence[int] | None = None,
         key: PRNGKeyArray,
     ):
         _check_size("action_size", action_size)
-        self.net = MLP(
-            obs_size,
-            action_size,
-            hidden_sizes=hidden_sizes,
-            activation=activation,
-            final_gain=POLICY_GAIN,
-            key=key,
-        )
+        self.net = _torso(obs_size, action_size, hidden_sizes=hidden_sizes, activation=activation,
+                          final_gain=POLICY_GAIN, observation_shape=observation_shape, key=key)
         self.log_std = jnp.full((action_size,), log_std_init, dtype=jnp.float32)
         self.action_size = action_size
 
@@ -570,6 +845,7 @@ class ValueCritic(eqx.Module):
         obs_size: observation size (static int).
         hidden_sizes: hidden widths (static), default ``(64, 64)``.
         activation: hidden activation name, default ``'tanh'``.
+        observation_shape: ``(H, W[, C])`` for a :class:`ConvNetwork` torso (static), or ``None``.
         key: PRNG key (keyword-only).
 
     ``__call__(obs)``: ``obs [obs_size]`` → scalar ``[]``.
@@ -581,7 +857,7 @@ class ValueCritic(eqx.Module):
         ((), (3,))
     """
 
-    net: MLP
+    net: MLP | ConvNetwork
 
     def __init__(
         self,
@@ -589,16 +865,11 @@ class ValueCritic(eqx.Module):
         *,
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
+        observation_shape: Sequence[int] | None = None,
         key: PRNGKeyArray,
     ):
-        self.net = MLP(
-            obs_size,
-            "scalar",
-            hidden_sizes=hidden_sizes,
-            activation=activation,
-            final_gain=VALUE_GAIN,
-            key=key,
-        )
+        self.net = _torso(obs_size, "scalar", hidden_sizes=hidden_sizes, activation=activation,
+                          final_gain=VALUE_GAIN, observation_shape=observation_shape, key=key)
 
     def __call__(self, obs: Float[Array, " obs_size"]) -> Float[Array, ""]:
         return self.net(obs)
@@ -770,14 +1041,15 @@ class DiscreteTwinQCritic(eqx.Module):
 
 
 def policy_for(env, *, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh", log_std_init=0.0,
-               key: PRNGKeyArray):
+               torso: str = "mlp", key: PRNGKeyArray):
     """The stochastic policy network that fits ``env``'s action space.
 
     A :class:`CategoricalPolicy` over ``env.num_actions`` actions for a discrete environment, a
     :class:`GaussianPolicy` over ``env.action_size`` dimensions (state-independent log-std,
     starting at ``log_std_init``) for a continuous one; either acts on ``env.observation_size``
     observations. ``env`` is a :class:`pgkit.envs.VecEnv` (or anything with its ``discrete``,
-    ``observation_size``, ``num_actions`` and ``action_size``).
+    ``observation_shape``, ``observation_size``, ``num_actions`` and ``action_size``). ``torso``:
+    ``'mlp'``, ``'cnn'`` (a :class:`ConvNetwork` on the image) or ``'auto'`` (:func:`torso_for`).
 
     Example:
         >>> import jax
@@ -787,6 +1059,8 @@ def policy_for(env, *, hidden_sizes: Sequence[int] = (64, 64), activation: str =
         'GaussianPolicy'
     """
     net = dict(hidden_sizes=hidden_sizes, activation=activation, key=key)
+    if torso_for(env.observation_shape, torso) == "cnn":  # else the MLP, built exactly as before torsos existed
+        net["observation_shape"] = env.observation_shape
     if env.discrete:
         return CategoricalPolicy(env.observation_size, env.num_actions, **net)
     return GaussianPolicy(env.observation_size, env.action_size, log_std_init=log_std_init, **net)
