@@ -9,7 +9,9 @@ Two families of Monte-Carlo gradient estimators of ∇_θ E_{x∼p_θ}[f(x)]:
   (weighted by π_θ(τ)/μ(τ)) and ``per_decision_importance_loss`` (each reward weighted by the
   ratios up to its step);
 - the **pathwise** (reparameterisation) estimator ∇_θ f(g_θ(ε)), which differentiates through a
-  reparameterised sample x = g_θ(ε); its surrogate is ``pathwise_loss``.
+  reparameterised sample x = g_θ(ε); its surrogate is ``pathwise_loss``, and through a
+  differentiable environment, the short-horizon return bootstrapped by a critic,
+  ``short_horizon_pathwise_loss`` (APG, SHAC).
 
 ``score_function_multiplier`` puts both in one differentiable expression (stochastic
 computation graphs). Every loss is returned per step / per sample, unreduced.
@@ -32,6 +34,7 @@ __all__ = [
     "reinforce_loss",
     "score_function_loss",
     "score_function_multiplier",
+    "short_horizon_pathwise_loss",
 ]
 
 
@@ -449,3 +452,70 @@ def score_function_multiplier(log_probs):
     """
     log_probs = jnp.asarray(log_probs)
     return jnp.exp(log_probs - jax.lax.stop_gradient(log_probs))
+
+
+def _short_horizon_step(weight, x):
+    reward, discount, next_value, done, end = x
+    loss = -weight * (reward + jnp.where(end, discount * next_value, 0.0))
+    return jnp.where(done, jnp.ones_like(weight), weight * discount), loss
+
+
+def short_horizon_pathwise_loss(rewards, discounts, dones, next_values):
+    """Short-horizon pathwise actor loss with a terminal value bootstrap (SHAC), per step.
+
+    Equation: over a horizon of T steps cut into episode segments at the done steps, each
+    segment s..e (e a done step or T − 1) contributes its discounted return bootstrapped by the
+    critic at its end,
+
+        J_seg = Σ_{t=s}^{e} w_t r_t + w_e · discounts_e · V(s'_e),   w_s = 1, w_{t+1} = w_t · discounts_t,
+
+    and the per-step loss is loss_t = −w_t (r_t + end_t · discounts_t · V(s'_t)), end_t = done_t or
+    t = T − 1, so that Σ_t loss_t = −Σ_seg J_seg. A truncated segment bootstraps from the value of
+    its true next state; a terminated one does not (its discount is 0). SHAC minimises
+    (1 / (T·E)) Σ_{t,e} loss_t over E environments; with ``next_values`` all zero it is APG's
+    loss, the negated discounted return of the horizon. The gradient is the pathwise one only if
+    ``rewards`` and ``next_values`` were computed through a differentiable rollout of
+    reparameterised actions (:func:`pgkit.rollout.differentiable_rollout`).
+
+    Args:
+        rewards: ``[T, *B]`` r_t for t = 0..T−1, carrying the gradient of the dynamics.
+        discounts: ``[T, *B]`` γ·(1 − terminated_t) for t = 0..T−1.
+        dones: ``[T, *B]`` terminated_t or truncated_t (bool or 0/1) for t = 0..T−1.
+        next_values: ``[T, *B]`` V(s'_t) for t = 0..T−1 (s'_t the true next state), computed with
+            the gradient of s'_t (a critic whose own parameters are held fixed).
+
+    Returns:
+        ``[T, *B]`` per-step losses −w_t (r_t + end_t · discounts_t · V(s'_t)); minimise their sum
+        over T divided by T (and the mean over ``*B``).
+
+    Gradients:
+        Through ``rewards`` and ``next_values`` (and, through them, the policy's actions and the
+        states); none into ``discounts`` or ``dones``. Nothing is stop-gradient'ed: the loss is
+        the objective itself, not a surrogate built on targets.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import pgkit
+        >>> rewards, discounts = jnp.array([1.0, 1.0, 1.0]), jnp.array([0.5, 0.5, 0.5])
+        >>> dones, next_values = jnp.array([False, True, False]), jnp.array([0.0, 4.0, 8.0])
+        >>> pgkit.short_horizon_pathwise_loss(rewards, discounts, dones, next_values).tolist()
+        [-1.0, -1.5, -5.0]
+
+    Reference:
+        Xu, Makoviychuk, Narang, Ramos, Matusik, Garg, Macklin, "Accelerated Policy Learning with
+        Parallel Differentiable Simulation", ICLR 2022, https://arxiv.org/abs/2204.07137 (eq. 5);
+        Freeman, Frey, Raichuk, Girgin, Mordatch, Bachem, "Brax — A Differentiable Physics Engine
+        for Large Scale Rigid Body Simulation", 2021, https://arxiv.org/abs/2106.13281 (APG).
+    """
+    _checks.check_time_major(
+        "short_horizon_pathwise_loss", "rewards", rewards, discounts=discounts, dones=dones, next_values=next_values
+    )
+    dtype = _checks.float_dtype(rewards, discounts, next_values)
+    rewards = jnp.asarray(rewards, dtype)
+    discounts = jax.lax.stop_gradient(jnp.asarray(discounts, dtype))
+    next_values = jnp.asarray(next_values, dtype)
+    done = jnp.asarray(dones).astype(bool)
+    ends = jnp.logical_not(_checks.continues(done))
+    return _checks.forward_scan(
+        _short_horizon_step, jnp.ones_like(rewards[0]), (rewards, discounts, next_values, done, ends)
+    )

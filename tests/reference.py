@@ -330,6 +330,19 @@ def vtrace_paper(rewards, discounts, dones, values, next_values, log_ratios, lam
     return targets.reshape(shape)
 
 
+def short_horizon_pathwise_loss(rewards, discounts, dones, next_values):
+    """loss_t = −(Π_{j=s}^{t-1} d_j)(r_t + [t = e] d_e nv_e) for step t of the segment s..e containing it."""
+    (r, d, dn, nv), shape = _streams(rewards, discounts, dones, next_values)
+    T, N = r.shape
+    out = np.zeros((T, N))
+    for i in range(N):
+        for t in range(T):
+            s, e = _episode_start(dn, t, i), _episode_end(dn, t, i)
+            weight = np.prod(d[s:t, i])
+            out[t, i] = -weight * (r[t, i] + (d[e, i] * nv[e, i] if t == e else 0.0))
+    return out.reshape(shape)
+
+
 def random_rollout(seed, T=16, batch_shape=(3,), gamma=0.9, p_terminate=0.12, p_truncate=0.12,
                    consistent=True):
     """Random float32 rollout with both kinds of episode boundary, several per stream.
