@@ -1,4 +1,4 @@
-"""Small tabular environments (the gymnax ``Environment`` API) whose observation is a state index.
+"""Small probe environments (the gymnax ``Environment`` API): tabular chains, and a cue to remember.
 
 gymnax's own chains (``MemoryChain-bsuite``, ``UmbrellaChain-bsuite``, ``DiscountingChain-bsuite``,
 ``DeepSea-bsuite``) observe float feature vectors, not a discrete state; the one gymnax
@@ -8,6 +8,9 @@ the CEM recipe's ``variant="tabular"``). :func:`pgkit.envs.make` builds these by
 builds gymnax's::
 
     env = pgkit.envs.make("Chain-pgkit", num_envs=8)       # or: pgkit train cem --env Chain-pgkit
+
+``Cue-pgkit`` is a memory probe for recurrent policies: a cue shown at the first step of an
+episode must be recalled at a query some steps later; nothing observed in between tells it.
 
 The module knows nothing of pgkit's wrappers: :func:`make` returns ``(environment, params)``
 as ``gymnax.make`` does.
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-__all__ = ["Chain", "ChainParams", "ChainState", "make", "registered_envs"]
+__all__ = ["Chain", "ChainParams", "ChainState", "Cue", "CueParams", "CueState", "make", "registered_envs"]
 
 
 @struct.dataclass
@@ -149,7 +152,131 @@ class Chain(environment.Environment[ChainState, ChainParams]):
         )
 
 
-_ENVIRONMENTS = {"Chain-pgkit": Chain}
+@struct.dataclass
+class CueState(environment.EnvState):
+    """The cue to recall, the step of the query, and the elapsed episode time.
+
+    Attributes:
+      cue: int32 scalar in {0, 1}.
+      delay: int32 scalar, the step (counted from 0) at which the query appears.
+      time: steps taken in this episode.
+    """
+
+    cue: jax.Array
+    delay: jax.Array
+
+
+@struct.dataclass
+class CueParams(environment.EnvParams):
+    """Episode limit: an episode with a later query than this is truncated before it.
+
+    Attributes:
+      max_steps_in_episode: truncation limit.
+    """
+
+    max_steps_in_episode: int = 100
+
+
+class Cue(environment.Environment[CueState, CueParams]):
+    """Recall a cue across one episode: shown at step 0, asked for at step d, a fresh one each episode.
+
+    At reset the cue c ∈ {0, 1} and the delay d ∈ {min_delay, ..., max_delay} are drawn
+    uniformly. The observation is [2c − 1 at t = 0 (else 0), 1 at t = d (else 0)]: the cue only
+    at the first step, the query only at step d. At t = d the action a earns r = 1 if a = c
+    (else 0) and the episode terminates; every other step earns 0. A memoryless policy wins
+    half of the queries (expected return 0.5); one that remembers the cue wins every one (1.0).
+    A hidden state that leaked from the previous episode holds that episode's cue, right only
+    by chance.
+
+    Args:
+      min_delay: d's smallest value, ≥ 1.
+      max_delay: d's largest value, ≥ ``min_delay``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> env, params = pgkit.tabular_envs.make("Cue-pgkit", min_delay=1, max_delay=1)
+      >>> obs, state = env.reset(jax.random.key(0), params)
+      >>> obs.tolist() == [2.0 * int(state.cue) - 1, 0.0]
+      True
+      >>> obs, state, reward, terminated, truncated, info = env.step(jax.random.key(1), state, 0, params)
+      >>> info["final_observation"].tolist(), bool(terminated)
+      ([0.0, 1.0], False)
+    """
+
+    def __init__(self, min_delay: int = 1, max_delay: int = 4):
+        if not isinstance(min_delay, int) or min_delay < 1:
+            raise ValueError(f"min_delay must be an int >= 1, got {min_delay!r}")
+        if not isinstance(max_delay, int) or max_delay < min_delay:
+            raise ValueError(f"max_delay must be an int >= min_delay={min_delay}, got {max_delay!r}")
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+
+    @property
+    def default_params(self) -> CueParams:
+        """A time limit above the longest episode (episodes end by termination)."""
+        return CueParams(max_steps_in_episode=max(100, self.max_delay + 1))
+
+    @property
+    def name(self) -> str:
+        """The name :func:`pgkit.envs.make` knows it by."""
+        return "Cue-pgkit"
+
+    @property
+    def num_actions(self) -> int:
+        """2: the two cues."""
+        return 2
+
+    def step_env(self, key: jax.Array, state: CueState, action, params: CueParams):
+        """One transition before gymnax's auto-reset."""
+        del key
+        query = state.time == state.delay
+        reward = (query & (jnp.asarray(action, jnp.int32) == state.cue)).astype(jnp.float32)
+        next_state = CueState(time=state.time + 1, cue=state.cue, delay=state.delay)
+        return self.observe(next_state), next_state, reward, query, {}
+
+    def reset_env(self, key: jax.Array, params: CueParams):
+        """A fresh cue and delay."""
+        cue_key, delay_key = jax.random.split(key)
+        state = CueState(
+            time=0,
+            cue=jax.random.bernoulli(cue_key).astype(jnp.int32),
+            delay=jax.random.randint(delay_key, (), self.min_delay, self.max_delay + 1, jnp.int32),
+        )
+        return self.observe(state), state
+
+    def observe(self, state: CueState) -> jax.Array:
+        """[2c − 1 at t = 0 else 0, 1 at t = d else 0], float32 ``[2]``."""
+        cue = jnp.where(state.time == 0, 2.0 * state.cue - 1.0, 0.0)
+        query = jnp.where(state.time == state.delay, 1.0, 0.0)
+        return jnp.stack([cue, query]).astype(jnp.float32)
+
+    def is_terminated(self, state: CueState, params: CueParams) -> jax.Array:
+        """Past the query."""
+        del params
+        return state.time > state.delay
+
+    def action_space(self, params: CueParams | None = None) -> spaces.Discrete:
+        """``Discrete(2)``."""
+        del params
+        return spaces.Discrete(2)
+
+    def observation_space(self, params: CueParams) -> spaces.Box:
+        """``Box(-1, 1, (2,))``."""
+        del params
+        return spaces.Box(-1.0, 1.0, (2,), jnp.float32)
+
+    def state_space(self, params: CueParams) -> spaces.Dict:
+        """Cue, delay and elapsed time."""
+        return spaces.Dict(
+            {
+                "cue": spaces.Discrete(2),
+                "delay": spaces.Discrete(self.max_delay + 1),
+                "time": spaces.Discrete(params.max_steps_in_episode + 1),
+            }
+        )
+
+
+_ENVIRONMENTS = {"Chain-pgkit": Chain, "Cue-pgkit": Cue}
 
 registered_envs: tuple[str, ...] = tuple(_ENVIRONMENTS)
 """Names :func:`make` builds (``pgkit.envs.available_envs`` lists them after gymnax's)."""
@@ -161,7 +288,7 @@ def make(name: str, **env_kwargs: Any):
     Args:
       name: one of :data:`registered_envs`.
       **env_kwargs: forwarded to the environment's constructor (``length``, ``num_actions``
-        for ``Chain-pgkit``).
+        for ``Chain-pgkit``; ``min_delay``, ``max_delay`` for ``Cue-pgkit``).
 
     Returns:
       ``(environment, params)``.
