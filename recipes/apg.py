@@ -120,7 +120,7 @@ def make(config: Config, env_name: str) -> Recipe:
         (loss, (env_state, obs, traj)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.actor, state, rollout_key, hp
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt = optimizer(hp).update(grads, state.opt)
         actor = optax.apply_updates(state.actor, updates)
         traj = jax.lax.stop_gradient(traj)

@@ -159,7 +159,7 @@ def make(config: Config, env_name: str) -> Recipe:
         (loss, (env_state, obs, traj)), grads = jax.value_and_grad(actor_loss, has_aux=True)(
             state.actor, state, rollout_key, hp
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, actor_opt = actor_optimizer(hp).update(grads, state.actor_opt)
         actor = optax.apply_updates(state.actor, updates)
 
