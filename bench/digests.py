@@ -28,7 +28,7 @@ CASES = [
     ("reinforce", None, {"relaxation_episodes": 16, "importance_weights": "truncated"}),
     ("cem", "FrozenLake-misc", {"variant": "tabular", "num_steps": 100}),
     ("cem", "FrozenLake-misc", {"variant": "tabular", "num_steps": 100, "resimulations": 1}),
-    ("npg", None, {"direction": "nac"}),
+    ("npg", None, {"direction": "nac"}), ("td3", None, {"exploration": "ornstein_uhlenbeck"}),
 ]
 only = sys.argv[1:]
 for name, env, cfg in CASES:

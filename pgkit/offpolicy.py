@@ -27,11 +27,14 @@ import jax
 import jax.numpy as jnp
 
 from pgkit import envs, rollout
+from pgkit.actions import gaussian_exploration, ornstein_uhlenbeck_noise
 from pgkit.recipe import ConfigError
 
 __all__ = [
+    "EXPLORATION",
     "check_config",
     "collect",
+    "exploratory_actions",
     "gated_scan",
     "gradient_steps_per_update",
     "make_env",
@@ -144,6 +147,40 @@ def uniform_actions(key, env):
     if env.discrete:
         return jax.random.randint(key, (env.num_envs,), 0, env.num_actions)
     return jax.random.uniform(key, (env.num_envs, env.action_size), minval=-1.0, maxval=1.0)
+
+
+EXPLORATION = ("gaussian", "ornstein_uhlenbeck")
+
+
+def exploratory_actions(kind: str, greedy, noise_state, *, key, hp):
+    """A deterministic actor's behaviour actions: ``greedy`` plus Gaussian or Ornstein-Uhlenbeck noise.
+
+    - ``"gaussian"``: ``clip(μ(s) + σ ε, −1, 1)`` with σ = ``hp.exploration_noise``
+      (:func:`pgkit.gaussian_exploration`); the noise state passes through unchanged.
+    - ``"ornstein_uhlenbeck"``: ``n ← OU step(n)`` with θ, σ, dt = ``hp.ou_theta``,
+      ``hp.ou_sigma``, ``hp.ou_dt`` (:func:`pgkit.ornstein_uhlenbeck_noise`), then
+      ``clip(μ(s) + n, −1, 1)``: temporally correlated noise, which explores tasks where a
+      push has to be held for many steps (MountainCarContinuous). :func:`collect` restarts the
+      noise state at 0 where an episode ended.
+
+    Args:
+        kind: one of :data:`EXPLORATION` (static).
+        greedy: μ(s), ``[E, action_size]`` in [−1, 1].
+        noise_state: ``[E, action_size]`` OU state (any pytree for Gaussian noise, returned as is).
+        key: PRNG key.
+        hp: the recipe's hyperparameters (reads the fields named above).
+
+    Returns:
+        ``(actions [E, action_size], noise_state)``.
+    """
+    if kind == "gaussian":
+        return gaussian_exploration(greedy, key=key, scale=hp.exploration_noise), noise_state
+    if kind == "ornstein_uhlenbeck":
+        noise_state = ornstein_uhlenbeck_noise(
+            noise_state, key=key, theta=hp.ou_theta, sigma=hp.ou_sigma, dt=hp.ou_dt
+        )
+        return jnp.clip(greedy + noise_state, -1.0, 1.0), noise_state
+    raise ConfigError(f"option 'exploration' must be one of {', '.join(EXPLORATION)}, got {kind!r}")
 
 
 def collect(key, env, env_state, obs, behaviour: Callable, noise_state, *, num_steps: int, gamma):

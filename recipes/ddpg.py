@@ -70,7 +70,7 @@ class Config:
     hidden_sizes: tuple[int, ...] = option((256, 256), "hidden layer widths of actor and critic")
     activation: str = option("relu", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
     exploration: str = option(
-        "gaussian", "exploration noise added to the actor's action", choices=("gaussian", "ornstein_uhlenbeck")
+        "gaussian", "exploration noise added to the actor's action", choices=offpolicy.EXPLORATION
     )
 
 
@@ -168,14 +168,9 @@ def make(config: Config, env_name: str) -> Recipe:
 
         def behaviour(key, obs, noise):
             noise_key, random_key = jax.random.split(key)
-            greedy = jax.vmap(actor)(obs)
-            if config.exploration == "gaussian":
-                actions = pgkit.gaussian_exploration(greedy, key=noise_key, scale=hp.exploration_noise)
-            else:
-                noise = pgkit.ornstein_uhlenbeck_noise(
-                    noise, key=noise_key, theta=hp.ou_theta, sigma=hp.ou_sigma, dt=hp.ou_dt
-                )
-                actions = jnp.clip(greedy + noise, -1.0, 1.0)
+            actions, noise = offpolicy.exploratory_actions(
+                config.exploration, jax.vmap(actor)(obs), noise, key=noise_key, hp=hp
+            )
             return jnp.where(started, actions, offpolicy.uniform_actions(random_key, env)), noise
 
         env_state, obs, noise, traj = offpolicy.collect(

@@ -5,6 +5,8 @@ Actor-Critic Methods", https://arxiv.org/abs/1802.09477, Algorithm 1), one ``upd
 
     for each of E environments, K steps (interleaved, networks fixed):
         a = clip(μ(s) + N(0, σ_explore), −1, 1)                     pgkit.gaussian_exploration
+          (exploration='ornstein_uhlenbeck': a = clip(μ(s) + n, −1, 1),
+           n an OU process restarted with each episode)               pgkit.ornstein_uhlenbeck_noise
         (uniform random actions while fewer than ``learning_starts`` steps have been taken)
         store (s, a, r, γ(1 − terminated), s') in the replay buffer  pgkit.buffers.ReplayBuffer
     then G = E·K·updates_per_step gradient steps, as G/d blocks of d = policy_delay:
@@ -78,6 +80,10 @@ class Config:
         "target_period actor steps (DQN's periodic targets)", choices=("polyak", "periodic"),
     )
     target_period: int = option(250, "actor steps between hard target copies (target_update='periodic')", positive=True)
+    exploration: str = option(
+        "gaussian", "exploration noise added to the actor's action (pgkit.offpolicy.exploratory_actions)",
+        choices=offpolicy.EXPLORATION,
+    )
 
 
 @hyperparameters
@@ -89,6 +95,9 @@ class HParams:
     exploration_noise: float = option(0.1, "std of the Gaussian exploration noise (actions in [-1, 1])", low=0.0)
     policy_noise: float = option(0.2, "std of the target-policy smoothing noise", low=0.0)
     noise_clip: float = option(0.5, "clip bound of the target-policy smoothing noise", low=0.0)
+    ou_theta: float = option(0.15, "Ornstein-Uhlenbeck mean reversion rate (exploration='ornstein_uhlenbeck')", low=0.0)
+    ou_sigma: float = option(0.2, "Ornstein-Uhlenbeck diffusion scale (exploration='ornstein_uhlenbeck')", low=0.0)
+    ou_dt: float = option(1e-2, "Ornstein-Uhlenbeck time step (exploration='ornstein_uhlenbeck')", positive=True)
 
 
 class Networks(NamedTuple):
@@ -108,6 +117,7 @@ class State(NamedTuple):
     env_steps: jax.Array  # environment steps taken by this seed (int32)
     last_return: jax.Array  # last known completed-episode return
     actor_steps: Any = None  # actor steps taken (int32) with target_update='periodic', else None
+    noise: Any = None  # Ornstein-Uhlenbeck state [E, action_size] with exploration='ornstein_uhlenbeck', else None
 
 
 def make(config: Config, env_name: str) -> Recipe:
@@ -142,6 +152,10 @@ def make(config: Config, env_name: str) -> Recipe:
             env_steps=jnp.int32(0),
             last_return=jnp.float32(0.0),
             actor_steps=jnp.int32(0) if config.target_update == "periodic" else None,
+            noise=(
+                jnp.zeros((env.num_envs, env.action_size), jnp.float32)
+                if config.exploration == "ornstein_uhlenbeck" else None
+            ),
         )
 
     def critic_loss_fn(critic, targets: Networks, batch, key, hp: HParams):
@@ -196,11 +210,13 @@ def make(config: Config, env_name: str) -> Recipe:
 
         def behaviour(key, obs, noise):
             noise_key, random_key = jax.random.split(key)
-            actions = pgkit.gaussian_exploration(jax.vmap(actor)(obs), key=noise_key, scale=hp.exploration_noise)
+            actions, noise = offpolicy.exploratory_actions(
+                config.exploration, jax.vmap(actor)(obs), noise, key=noise_key, hp=hp
+            )
             return jnp.where(started, actions, offpolicy.uniform_actions(random_key, env)), noise
 
-        env_state, obs, _, traj = offpolicy.collect(
-            collect_key, env, state.env_state, state.obs, behaviour, (),
+        env_state, obs, noise, traj = offpolicy.collect(
+            collect_key, env, state.env_state, state.obs, behaviour, () if state.noise is None else state.noise,
             num_steps=config.num_steps, gamma=hp.gamma,
         )
         buffer = buffers.add_trajectory(state.buffer, traj)
@@ -216,7 +232,8 @@ def make(config: Config, env_name: str) -> Recipe:
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats.update(episode_return=last_return, episodes=episodes.astype(jnp.float32))
         new_state = State(
-            networks, targets, actor_opt, critic_opt, buffer, env_state, obs, key, env_steps, last_return, actor_steps
+            networks, targets, actor_opt, critic_opt, buffer, env_state, obs, key, env_steps, last_return, actor_steps,
+            None if state.noise is None else noise,
         )
         return new_state, stats
 
