@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from pgkit import experiment
-from pgkit.experiment import loggers
+from pgkit.experiment import loggers, presets
 from pgkit.experiment.registry import recipe_name
 from pgkit.recipe import ConfigError, describe, options_of, parse_option
 
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="environment steps per seed (the recipe's total_steps)")
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="set an option")
     train.add_argument(
+        "--no-preset", action="store_true",
+        help="train with the recipe's defaults, not its preset for the environment (see 'pgkit list RECIPE')",
+    )
+    train.add_argument(
         "--sweep", action="append", default=[], metavar="NAME=V1,V2", help="sweep a float hyperparameter"
     )
     train.add_argument("--out", help="run directory (default runs/RECIPE-ENV-TIME)")
@@ -106,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--recipe", help="where the recipe is now, if it has moved since training (file or module)")
+
+    zoo = sub.add_parser("zoo", help="train every preset and write zoo.md with learning curves (pgkit.experiment.zoo)")
+    zoo.add_argument("--out", default="zoo", help="folder for zoo.md and zoo/*.png (default ./zoo; the docs: --out docs)")
+    zoo.add_argument("--runs", default="runs/zoo", help="folder for the run directories (default runs/zoo)")
+    zoo.add_argument("--quick", action="store_true", help="2 seeds x 2 updates per preset: a check that each runs")
+    zoo.add_argument("--seeds", type=int, help="seeds per preset (default 8; 2 with --quick)")
+    zoo.add_argument("--only", action="append", metavar="RECIPE/ENV", help="train only this preset; repeatable")
 
     listing = sub.add_parser("list", help="recipes, environments and each recipe's options")
     listing.add_argument("recipe", nargs="?", help="a built-in name, a .py file or a dotted module path")
@@ -177,6 +188,7 @@ def _train(args) -> None:
         chunk=args.chunk,
         halt_on_nonfinite=args.halt_on_nonfinite,
         on_chunk=_loggers(args),
+        preset=not args.no_preset,
     )
 
 
@@ -213,6 +225,11 @@ def _list(args) -> None:
         description = getattr(module, "DESCRIPTION", None) or (module.__doc__ or "").strip().partition("\n")[0]
         name = recipe_name(module)
         print(f"\n{name}: {description} (default env {module.DEFAULT_ENV})")
+        tuned = presets.presets_of(module)
+        print("  presets (applied with --env ENV; --no-preset for the defaults): " + (", ".join(tuned) or "none"))
+        if args.recipe:
+            for env, preset in tuned.items():
+                print(f"    {env}: " + ", ".join(f"{k}={v}" for k, v in preset.options.items()))
         for title, cls in (("static options (--set)", module.Config), ("hyperparameters (--set, --sweep)", module.HParams)):
             print(f"  {title}:")
             for field_name, field in options_of(cls).items():
@@ -238,6 +255,8 @@ def cpu_layout(args) -> tuple[int | None, int | None]:
             return max(1, int(spec["seeds"])) * settings, threads if isinstance(threads, int) and threads > 0 else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None, None  # the command reports the bad run directory itself
+    if args.command == "zoo":
+        return max(1, args.seeds or (2 if args.quick else 8)), None
     return None, None
 
 
@@ -264,6 +283,10 @@ def _main(argv) -> int:
             experiment.evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, recipe=args.recipe)
         elif args.command == "list":
             _list(args)
+        elif args.command == "zoo":
+            from pgkit.experiment import zoo
+
+            zoo.zoo(args.out, runs=args.runs, quick=args.quick, seeds=args.seeds, only=args.only)
     except ConfigError as error:
         print(f"pgkit: error: {error}", file=sys.stderr)
         return EXIT_USAGE

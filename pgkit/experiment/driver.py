@@ -34,7 +34,7 @@ import numpy as np
 
 import pgkit
 from pgkit import plot, stats
-from pgkit.experiment import devices, memory, registry, store
+from pgkit.experiment import devices, memory, presets, registry, store
 from pgkit.recipe import ConfigError, options_of, validate
 
 __all__ = [
@@ -397,6 +397,7 @@ def train(
     stop_after_chunks: int | None = None,
     log: Callable[[str], None] | None = print,
     on_chunk: Callable[[ChunkMetrics], None] | Sequence[Callable[[ChunkMetrics], None]] | None = None,
+    preset: bool = True,
 ) -> RunResult:
     """Train ``seeds`` seeds of every setting of ``sweep`` as one compiled program.
 
@@ -408,6 +409,9 @@ def train(
       seeds: seeds per setting. ``seed``: the master seed.
       config: static options (the recipe's ``Config`` fields) overriding defaults.
       hparams: float hyperparameters (the recipe's ``HParams`` fields) overriding defaults.
+      preset: apply the recipe's preset for ``env`` if it has one (:mod:`pgkit.experiment.presets`):
+        its values replace the recipe's defaults, ``config`` and ``hparams`` override both, and
+        ``config.json`` records it. ``False`` trains with the recipe's own defaults.
       sweep: ``{hyperparameter: [values]}``; the grid is their cartesian product.
       out: run directory for config, metrics, plot and checkpoints (nothing written if None).
       chunk: updates per compiled chunk (default: about 20 chunks, dividing the run).
@@ -442,12 +446,23 @@ def train(
                 raise ConfigError(
                     f"unknown option {option_name!r} for recipe {name!r}; available: {', '.join(options_of(cls))}"
                 )
+    env = env or module.DEFAULT_ENV
+    applied = presets.lookup(module, env) if preset else None
+    if applied is not None:
+        preset_config, preset_hparams = presets.split_options(module, applied)
+        given = [k for k in (*config, *hparams) if k in applied.options]
+        (log or (lambda _: None))(
+            f"preset {applied.name}: " + ", ".join(f"{k}={v}" for k, v in applied.options.items())
+            + (f" (yours: {', '.join(given)})" if given else "")
+        )
+        config, hparams = {**preset_config, **config}, {**preset_hparams, **hparams}
     base_config = module.Config(**config)
     base_hparams = module.HParams(**hparams)
     spec = {
         "recipe": name,
         "recipe_source": registry.recipe_source(module),
-        "env": env or module.DEFAULT_ENV,
+        "env": env,
+        "preset": None if applied is None else {"name": applied.name, "set": {k: _to_json(v) for k, v in applied.options.items()}},
         "seeds": int(seeds),
         "seed": int(seed),
         "config": {k: _to_json(v) for k, v in dataclasses.asdict(base_config).items()},
