@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import optax
 
 import pgkit
-from pgkit import envs, nn, rollout
+from pgkit import envs, nn, recurrent, rollout
 from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "a2c"
@@ -62,6 +62,12 @@ class Config:
     normalize_advantages: bool = option(False, "normalise advantages within each batch")
     normalize_observations: bool = option(False, "running mean/variance observation normalisation")
     log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
+    policy: str = option(
+        "mlp", "memoryless MLP actor and critic, or recurrent ones (a GRU or LSTM cell each, separate networks; "
+        "the hidden states are carried across updates and the loss replays each rollout from its initial state)",
+        choices=("mlp", "gru", "lstm"),
+    )
+    cell_size: int = option(64, "units of the recurrent cell (policy=gru|lstm)", positive=True)
 
 
 @hyperparameters
@@ -143,6 +149,7 @@ class State(NamedTuple):
     key: jax.Array  # PRNGKey (uint32[2])
     step: jax.Array  # optimizer steps taken (int32)
     last_return: jax.Array  # last known completed-episode return
+    hidden: Any = None  # policy=gru|lstm: (actor, critic) hidden states [E, ...] the next rollout starts from
 
 
 def make(config: Config, env_name: str) -> Recipe:
@@ -151,6 +158,9 @@ def make(config: Config, env_name: str) -> Recipe:
         raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
     if config.normalize_advantages and config.num_envs * config.num_steps < 2:
         raise ConfigError("option 'normalize_advantages' needs num_envs*num_steps >= 2")
+    is_recurrent = config.policy != "mlp"
+    if is_recurrent and config.shared:
+        raise ConfigError(f"option 'shared' must be False for policy={config.policy!r} (separate recurrent actor and critic)")
     env = envs.make(env_name, num_envs=config.num_envs, normalize_observations=config.normalize_observations)
     batch_size = config.num_envs * config.num_steps
     num_updates = config.total_steps // batch_size
@@ -172,7 +182,14 @@ def make(config: Config, env_name: str) -> Recipe:
         key, model_key, env_key = jax.random.split(key, 3)
         actor_key, critic_key = jax.random.split(model_key)
         net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
-        if config.shared:
+        hidden = None
+        if is_recurrent:
+            cell = dict(cell=config.policy, cell_size=config.cell_size, **net)
+            actor = nn.recurrent_policy_for(env, log_std_init=config.log_std_init, key=actor_key, **cell)
+            critic = nn.RecurrentNetwork(env.observation_size, "scalar", final_gain=nn.VALUE_GAIN, key=critic_key, **cell)
+            model = SeparateActorCritic(actor, critic)
+            hidden = recurrent.fresh_hidden_batch(fresh_hidden(model), config.num_envs)
+        elif config.shared:
             if env.discrete:
                 model = SharedActorCritic(env.observation_size, env.num_actions, key=model_key, **net)
             else:
@@ -183,18 +200,30 @@ def make(config: Config, env_name: str) -> Recipe:
             model = SeparateActorCritic(actor, nn.ValueCritic(env.observation_size, key=critic_key, **net))
         env_state, obs = env.reset(env_key)
         opt_state = optimizer(hp).init(eqx.filter(model, eqx.is_array))
-        return State(model, opt_state, env_state, obs, key, jnp.int32(0), jnp.float32(0.0))
+        return State(model, opt_state, env_state, obs, key, jnp.int32(0), jnp.float32(0.0), hidden)
+
+    def fresh_hidden(model):
+        """h0 of one environment: the (actor, critic) states of a fresh episode."""
+        return (model.actor.initial_state(), model.critic.initial_state())
 
     def log_prob_and_entropy(model, obs, action):
         # one example at a time: distributions are never batched across a vmap boundary
         dist = model.distribution(obs)
         return dist.log_prob(action), dist.entropy()
 
-    def loss_fn(model, traj, advantages, targets, hp: HParams):
+    def loss_fn(model, traj, advantages, targets, hp: HParams, initial_hidden=None):
         obs = traj.obs.reshape((batch_size, -1))
         actions = traj.actions.reshape((batch_size,) + traj.actions.shape[2:])
-        log_probs, entropy = jax.vmap(log_prob_and_entropy, in_axes=(None, 0, 0))(model, obs, actions)
-        values = jax.vmap(model.value)(obs)
+        if is_recurrent:  # replay the rollout from its initial hidden states, then every step as for the MLP
+            params, values = recurrent.actor_critic_replay(
+                model.actor, model.critic, traj.obs, traj.dones, initial_hidden, fresh_hidden(model)
+            )
+            params, values = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), (params, values))
+            dist = nn.policy_distribution(params, discrete=env.discrete)
+            log_probs, entropy = dist.log_prob(actions), dist.entropy()
+        else:
+            log_probs, entropy = jax.vmap(log_prob_and_entropy, in_axes=(None, 0, 0))(model, obs, actions)
+            values = jax.vmap(model.value)(obs)
         advantages = advantages.reshape(batch_size)
         if config.normalize_advantages:
             advantages = pgkit.normalized_advantages(advantages)
@@ -216,10 +245,20 @@ def make(config: Config, env_name: str) -> Recipe:
             actions, log_probs = jax.vmap(sample)(obs, keys)
             return actions, log_probs, jax.vmap(model.value)(obs)
 
-        env_state, obs, traj = rollout.rollout(
-            rollout_key, env, state.env_state, state.obs, act_fn,
-            num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(model.value),
-        )
+        hidden = initial_hidden = None
+        if is_recurrent:
+            env_state, obs, hidden, batch = recurrent.recurrent_rollout(
+                rollout_key, env, state.env_state, state.obs, state.hidden,
+                recurrent.recurrent_actor_critic_act_fn(model.actor, model.critic, discrete=env.discrete),
+                num_steps=config.num_steps, gamma=hp.gamma, fresh_hidden=fresh_hidden(model),
+                value_fn=lambda o, h: jax.vmap(model.critic)(h[1], o)[1],
+            )
+            traj, initial_hidden = batch.trajectory, batch.initial_hidden
+        else:
+            env_state, obs, traj = rollout.rollout(
+                rollout_key, env, state.env_state, state.obs, act_fn,
+                num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(model.value),
+            )
         if config.advantages == "n_step":
             targets = pgkit.n_step_returns(
                 traj.rewards, traj.discounts, traj.dones, traj.next_values, n=config.num_steps
@@ -229,19 +268,24 @@ def make(config: Config, env_name: str) -> Recipe:
             advantages, targets = pgkit.gae(
                 traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
             )
-        grads, stats = jax.grad(loss_fn, has_aux=True)(model, traj, advantages, targets, hp)
+        grads, stats = jax.grad(loss_fn, has_aux=True)(model, traj, advantages, targets, hp, initial_hidden)
         updates, opt_state = optimizer(hp).update(grads, state.opt_state)
         model = optax.apply_updates(model, updates)
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats["episode_return"] = last_return
         stats["episodes"] = episodes.astype(jnp.float32)
         stats["advantage"] = advantages.mean()
-        new_state = State(model, opt_state, env_state, obs, key, state.step + 1, last_return)
+        new_state = State(model, opt_state, env_state, obs, key, state.step + 1, last_return, hidden)
         return new_state, stats
 
     def act(state: State, key, obs):
         """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
         del key
+        if is_recurrent:  # the protocol's act(state, key, obs) carries no hidden state between calls
+            raise ConfigError(
+                f"policy={config.policy!r}: greedy evaluation needs a hidden state carried between steps, which "
+                "the recipe protocol's act(state, key, obs) does not have yet; the training metrics hold the returns"
+            )
         return nn.greedy_action(jax.vmap(state.model)(obs), discrete=env.discrete)
 
     return Recipe(init, update, act, env, batch_size, num_updates)

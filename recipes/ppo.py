@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import optax
 
 import pgkit
-from pgkit import envs, nn, rollout
+from pgkit import envs, nn, recurrent, rollout
 from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "ppo"
@@ -69,6 +69,16 @@ class Config:
     normalize_observations: bool = option(False, "running mean/variance observation normalisation")
     scale_rewards: bool = option(False, "divide rewards by the running std of the discounted return")
     log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
+    policy: str = option(
+        "mlp", "memoryless MLP policy and critic, or recurrent ones (a GRU or LSTM cell each; minibatches "
+        "split the environments into whole sequences replayed from their stored initial hidden state)",
+        choices=("mlp", "gru", "lstm"),
+    )
+    cell_size: int = option(64, "units of the recurrent cell (policy=gru|lstm)", positive=True)
+    torso: str = option(
+        "auto", "network torso: MLP, convolutional (image observations), or auto (cnn where the observation "
+        "is [H, W] or [H, W, C])", choices=("mlp", "cnn", "auto"),
+    )
 
 
 @hyperparameters
@@ -105,6 +115,7 @@ class State(NamedTuple):
     step: jax.Array  # optimizer steps taken (int32)
     beta: jax.Array  # KL penalty coefficient (adaptive_kl)
     last_return: jax.Array  # last known completed-episode return
+    hidden: Any = None  # policy=gru|lstm: (actor, critic) hidden states [E, ...] the next rollout starts from
 
 
 def make(config: Config, env_name: str) -> Recipe:
@@ -122,6 +133,17 @@ def make(config: Config, env_name: str) -> Recipe:
         normalize_observations=config.normalize_observations,
         scale_rewards=config.scale_rewards,
     )
+    is_recurrent = config.policy != "mlp"
+    if is_recurrent and config.num_envs % config.minibatches:
+        raise ConfigError(
+            f"option 'minibatches' must divide num_envs={config.num_envs} for policy={config.policy!r} "
+            f"(minibatches split the environments, not time), got {config.minibatches}"
+        )
+    try:
+        torso = nn.torso_for(env.observation_shape, config.torso)
+    except ValueError as error:
+        raise ConfigError(f"option 'torso': {error}") from None
+    image_shape = env.observation_shape if torso == "cnn" else None
     num_updates = config.total_steps // batch_size
     minibatch_size = batch_size // config.minibatches
     total_opt_steps = max(num_updates * config.epochs * config.minibatches, 1)
@@ -141,23 +163,51 @@ def make(config: Config, env_name: str) -> Recipe:
         # raw parameters cross the vmap boundary; the distribution is built on the batch
         return nn.policy_distribution(jax.vmap(actor)(obs), discrete=env.discrete)
 
+    def fresh_hidden(networks: Networks):
+        """h0 of one environment: the (actor, critic) states of a fresh episode."""
+        return (networks.actor.initial_state(), networks.critic.initial_state())
+
     def init(key, hp: HParams) -> State:
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
         net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
-        actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
-        critic = nn.ValueCritic(env.observation_size, key=critic_key, **net)
+        hidden = None
+        if is_recurrent:
+            cell = dict(cell=config.policy, cell_size=config.cell_size, **net)
+            actor = nn.recurrent_policy_for(env, log_std_init=config.log_std_init, torso=torso, key=actor_key, **cell)
+            critic = nn.RecurrentNetwork(env.observation_size, "scalar", final_gain=nn.VALUE_GAIN,
+                                         observation_shape=image_shape, key=critic_key, **cell)
+            hidden = recurrent.fresh_hidden_batch(fresh_hidden(Networks(actor, critic)), config.num_envs)
+        else:
+            actor = nn.policy_for(env, log_std_init=config.log_std_init, torso=torso, key=actor_key, **net)
+            critic = nn.ValueCritic(env.observation_size, key=critic_key, **net,
+                                    **({} if image_shape is None else {"observation_shape": image_shape}))
         networks = Networks(actor, critic)
         env_state, obs = env.reset(env_key)
         opt_state = optimizer(hp).init(eqx.filter(networks, eqx.is_array))
         return State(
-            networks, opt_state, env_state, obs, key, jnp.int32(0), jnp.asarray(hp.kl_beta, jnp.float32), jnp.float32(0.0)
+            networks, opt_state, env_state, obs, key, jnp.int32(0), jnp.asarray(hp.kl_beta, jnp.float32), jnp.float32(0.0),
+            hidden,
         )
 
+    def sequence_outputs(networks: Networks, traj, initial_hidden):
+        """Policy parameters and values of sequences [T, B] replayed from their initial hidden states, flattened to [T·B]."""
+        params, values = recurrent.actor_critic_replay(
+            networks.actor, networks.critic, traj.obs, traj.dones, initial_hidden, fresh_hidden(networks)
+        )
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), (params, values))
+
     def loss_fn(networks: Networks, batch, beta, hp: HParams):
-        traj, advantages, targets, old_dist = batch
-        dist = distribution(networks.actor, traj.obs)
+        traj, advantages, targets, old_dist, *initial_hidden = batch
+        if is_recurrent:  # sequences [T, B]: replay them, then the losses of every step as for the MLP
+            params, values = sequence_outputs(networks, traj, initial_hidden[0])
+            traj, advantages, targets = jax.tree.map(
+                lambda x: x.reshape((-1,) + x.shape[2:]), (traj, advantages, targets)
+            )
+            dist = nn.policy_distribution(params, discrete=env.discrete)
+        else:
+            dist = distribution(networks.actor, traj.obs)
+            values = jax.vmap(networks.critic)(traj.obs)
         log_probs = dist.log_prob(traj.actions)
-        values = jax.vmap(networks.critic)(traj.obs)
         if config.normalize_advantages:
             advantages = pgkit.normalized_advantages(advantages)
         if config.objective == "clip":
@@ -183,7 +233,72 @@ def make(config: Config, env_name: str) -> Recipe:
             stats["kl_estimate"] = estimator(jax.lax.stop_gradient(log_probs - traj.log_probs)).mean()
         return loss, stats
 
+    def recurrent_update(state: State, hp: HParams):
+        """The update of policy=gru|lstm: a rollout carrying the hidden states, minibatches of whole sequences."""
+        key, rollout_key, perm_key = jax.random.split(state.key, 3)
+        networks = state.networks
+        actor, critic = networks
+        h0 = fresh_hidden(networks)
+        env_state, obs, hidden, batch = recurrent.recurrent_rollout(
+            rollout_key, env, state.env_state, state.obs, state.hidden,
+            recurrent.recurrent_actor_critic_act_fn(actor, critic, discrete=env.discrete),
+            num_steps=config.num_steps, gamma=hp.gamma, fresh_hidden=h0,
+            value_fn=lambda o, h: jax.vmap(critic)(h[1], o)[1],
+        )
+        traj = batch.trajectory
+        estimates = pgkit.gae(traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda)
+        old_params = None
+        if config.objective == "adaptive_kl":  # the behaviour policy's raw parameters [T, E, ...]
+            old_params = recurrent.actor_critic_replay(actor, critic, traj.obs, traj.dones, batch.initial_hidden, h0)[0]
+        sequences = (traj, estimates.advantages, estimates.targets, old_params)
+
+        def minibatch_step(carry, indices):
+            networks, opt_state, *stopped = carry
+            (traj_mb, adv_mb, target_mb, old_mb), hidden_mb = recurrent.take_envs(sequences, batch.initial_hidden, indices)
+            old_dist = None
+            if old_mb is not None:
+                old_flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), old_mb)
+                old_dist = nn.policy_distribution(old_flat, discrete=env.discrete)
+            grads, stats = jax.grad(loss_fn, has_aux=True)(
+                networks, (traj_mb, adv_mb, target_mb, old_dist, hidden_mb), state.beta, hp
+            )
+            updates, new_opt_state = optimizer(hp).update(grads, opt_state)
+            new = (optax.apply_updates(networks, updates), new_opt_state)
+            if config.kl_stop == "none":
+                return new, stats
+            stop = stopped[0] | (stats["kl_estimate"] > 1.5 * hp.target_kl)
+            stats["steps_taken"] = (~stop).astype(jnp.float32)
+            kept = jax.tree.map(lambda n, o: jnp.where(stop, o, n) if eqx.is_array(n) else n, new, (networks, opt_state))
+            return (*kept, stop), stats
+
+        def epoch(carry, key):
+            return jax.lax.scan(minibatch_step, carry, recurrent.env_minibatch_indices(key, config.num_envs, config.minibatches))
+
+        carry = (networks, state.opt_state) + (() if config.kl_stop == "none" else (jnp.bool_(False),))
+        (networks, opt_state, *_), stats = jax.lax.scan(epoch, carry, jax.random.split(perm_key, config.epochs))
+        if config.kl_stop == "none":
+            step = state.step + config.epochs * config.minibatches
+        else:
+            step = state.step + stats["steps_taken"].sum().astype(jnp.int32)
+        stats = jax.tree.map(jnp.mean, stats)
+        beta = state.beta
+        if config.objective == "adaptive_kl":
+            new_params, _ = sequence_outputs(networks, traj, batch.initial_hidden)
+            old_flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), old_params)
+            kl = nn.policy_distribution(old_flat, discrete=env.discrete).kl_divergence(
+                nn.policy_distribution(new_params, discrete=env.discrete)
+            ).mean()
+            beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
+            stats["kl"] = kl
+            stats["beta"] = beta
+        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
+        stats["episode_return"] = last_return
+        stats["episodes"] = episodes.astype(jnp.float32)
+        return State(networks, opt_state, env_state, obs, key, step, beta, last_return, hidden), stats
+
     def update(state: State, hp: HParams):
+        if is_recurrent:
+            return recurrent_update(state, hp)
         key, rollout_key, perm_key = jax.random.split(state.key, 3)
         actor, critic = state.networks
 
@@ -240,6 +355,11 @@ def make(config: Config, env_name: str) -> Recipe:
     def act(state: State, key, obs):
         """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
         del key
+        if is_recurrent:  # the protocol's act(state, key, obs) carries no hidden state between calls
+            raise ConfigError(
+                f"policy={config.policy!r}: greedy evaluation needs a hidden state carried between steps, which "
+                "the recipe protocol's act(state, key, obs) does not have yet; the training metrics hold the returns"
+            )
         return nn.greedy_action(jax.vmap(state.networks.actor)(obs), discrete=env.discrete)
 
     return Recipe(init, update, act, env, batch_size, num_updates)

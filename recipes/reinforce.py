@@ -101,7 +101,7 @@ import jax.numpy as jnp
 import optax
 
 import pgkit
-from pgkit import envs, nn, rollout
+from pgkit import envs, nn, recurrent, rollout
 from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
 
 NAME = "reinforce"
@@ -131,6 +131,12 @@ class Config:
     activation: str = option("tanh", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
     normalize_observations: bool = option(False, "running mean/variance observation normalisation")
     log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
+    policy: str = option(
+        "mlp", "memoryless MLP policy, or a recurrent one (a GRU or LSTM cell, a fresh hidden state at each "
+        "episode; log-probabilities replayed over the episodes; the value baseline stays an MLP)",
+        choices=("mlp", "gru", "lstm"),
+    )
+    cell_size: int = option(64, "units of the recurrent cell (policy=gru|lstm)", positive=True)
 
 
 @hyperparameters
@@ -211,6 +217,12 @@ def _build(config: Config, env_name: str) -> _Built:
             "option 'importance_weights' = 'self_normalised' normalises one weight per episode: it needs "
             f"importance='per_trajectory', got importance={config.importance!r}"
         )
+    is_recurrent = config.policy != "mlp"
+    if is_recurrent and config.baseline in ("optimal", "optimal_per_parameter"):
+        raise ConfigError(
+            f"option 'baseline' = {config.baseline!r} needs per-step score vectors of a memoryless policy: "
+            f"policy={config.policy!r} takes baseline in ('none', 'mean', 'leave_one_out', 'value')"
+        )
     env = envs.make(env_name, num_envs=config.num_envs, normalize_observations=config.normalize_observations)
     horizon = int(env.env_params.max_steps_in_episode)
     steps_per_update = config.num_envs * horizon
@@ -230,7 +242,18 @@ def _build(config: Config, env_name: str) -> _Built:
             fn = jax.vmap(fn)
         return fn(*arrays)
 
-    def log_probs_and_entropy(actor, obs, actions):
+    def log_probs_and_entropy(actor, obs, actions, dones=None):
+        if is_recurrent:  # [T, E] episodes replayed from a fresh hidden state (every update starts fresh episodes)
+            h0 = actor.initial_state()
+            params = recurrent.replay(
+                jax.vmap(actor), obs, dones, recurrent.fresh_hidden_batch(h0, obs.shape[1]), h0
+            )
+            dist = nn.policy_distribution(
+                jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), params), discrete=env.discrete
+            )
+            flat_actions = actions.reshape((-1,) + actions.shape[2:])
+            return dist.log_prob(flat_actions).reshape(dones.shape), dist.entropy().reshape(dones.shape)
+
         # distributions are built per example (inside vmap), never batched across a vmap boundary
         def one(o, a):
             dist = actor.distribution(o)
@@ -245,7 +268,11 @@ def _build(config: Config, env_name: str) -> _Built:
     def init(key, hp: HParams) -> State:
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
         net = dict(hidden_sizes=config.hidden_sizes, activation=config.activation)
-        actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
+        if is_recurrent:
+            actor = nn.recurrent_policy_for(env, cell=config.policy, cell_size=config.cell_size,
+                                            log_std_init=config.log_std_init, key=actor_key, **net)
+        else:
+            actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
         critic = nn.ValueCritic(env.observation_size, key=critic_key, **net) if use_critic else None
         networks = Networks(actor, critic)
         env_state, _ = env.reset(env_key)
@@ -349,7 +376,7 @@ def _build(config: Config, env_name: str) -> _Built:
 
     def policy_loss_fn(actor, traj, returns, baselines, mask, hp):
         """The per-step surrogate: on-policy, or importance weighted from π_r's episodes (relaxation)."""
-        log_probs, entropies = log_probs_and_entropy(actor, traj.obs, traj.actions)
+        log_probs, entropies = log_probs_and_entropy(actor, traj.obs, traj.actions, traj.dones)
         importance = None
         if not relaxed_phase:
             weights = returns - baselines
@@ -396,22 +423,41 @@ def _build(config: Config, env_name: str) -> _Built:
         """m fresh episodes: (env_state, traj [T, E], first-episode mask [T, E], returns [T, E])."""
         actor, critic = networks
 
-        def act_fn(key, obs):
+        def act_fn(key, obs, hidden=None):
             policy_key, uniform_key = jax.random.split(key)
-            actions, log_probs = sample_and_log_prob(actor, policy_key, obs)
+            if is_recurrent:
+                hidden, params = jax.vmap(actor)(hidden, obs)
+                keys = jax.random.split(policy_key, obs.shape[0])
+                # one example at a time, as sample_and_log_prob draws: a batch of one, then its only row
+                sample = lambda p, k: jax.tree.map(lambda x: x[0], nn.policy_distribution(  # noqa: E731
+                    jax.tree.map(lambda x: x[None], p), discrete=env.discrete).sample_and_log_prob(seed=k))
+                actions, log_probs = jax.vmap(sample)(params, keys)
+            else:
+                actions, log_probs = sample_and_log_prob(actor, policy_key, obs)
             if relaxed_phase:
                 uniform, uniform_log_probs = uniform_actions(uniform_key, obs.shape[0])
                 actions = jnp.where(relaxed, uniform.astype(actions.dtype), actions)
                 log_probs = jnp.where(relaxed, uniform_log_probs, log_probs)
             values = jax.vmap(critic)(obs) if use_critic else jnp.zeros(obs.shape[:1])
+            if is_recurrent:
+                return actions, log_probs, values, hidden
             return actions, log_probs, values
 
         # fresh episodes every update; normalisation statistics carried over
         env_state, obs = env.reset(reset_key, normalization=normalization)
-        env_state, _, traj = rollout.rollout(
-            rollout_key, env, env_state, obs, act_fn, num_steps=horizon, gamma=hp.gamma,
-            value_fn=jax.vmap(critic) if use_critic else None,
-        )
+        if is_recurrent:  # each update's episodes start from a fresh hidden state
+            h0 = actor.initial_state()
+            env_state, _, _, batch = recurrent.recurrent_rollout(
+                rollout_key, env, env_state, obs, recurrent.fresh_hidden_batch(h0, config.num_envs), act_fn,
+                num_steps=horizon, gamma=hp.gamma, fresh_hidden=h0,
+                value_fn=(lambda o, h: jax.vmap(critic)(o)) if use_critic else None,
+            )
+            traj = batch.trajectory
+        else:
+            env_state, _, traj = rollout.rollout(
+                rollout_key, env, env_state, obs, act_fn, num_steps=horizon, gamma=hp.gamma,
+                value_fn=jax.vmap(critic) if use_critic else None,
+            )
         mask = rollout.first_episode_mask(traj.dones)
         if config.returns == "reward_to_go":
             returns = pgkit.reward_to_go(
@@ -472,6 +518,11 @@ def _build(config: Config, env_name: str) -> _Built:
     def act(state: State, key, obs):
         """Greedy evaluation policy: argmax (discrete) or the mean (continuous); obs as the env gives them."""
         del key
+        if is_recurrent:  # the protocol's act(state, key, obs) carries no hidden state between calls
+            raise ConfigError(
+                f"policy={config.policy!r}: greedy evaluation needs a hidden state carried between steps, which "
+                "the recipe protocol's act(state, key, obs) does not have yet; the training metrics hold the returns"
+            )
         return nn.greedy_action(jax.vmap(state.networks.actor)(obs), discrete=env.discrete)
 
     return _Built(Recipe(init, update, act, env, steps_per_update, num_updates), gradient_estimate)
