@@ -22,10 +22,9 @@ Huang et al., 2022, https://iclr-blog-track.github.io/2022/03/25/ppo-implementat
 4 envs x 128 steps, 4 epochs, 4 minibatches, lr 2.5e-4 annealed, γ 0.99, λ 0.95, clip 0.2,
 entropy 0.01, value 0.5, grad-norm 0.5, separate 64x64 tanh actor and critic, orthogonal init.
 
-``PENDULUM_CONFIG``/``PENDULUM_HPARAMS`` (continuous, used by the tests): 8 envs x 256 steps,
-10 epochs x 16 minibatches, running observation normalisation and reward scaling, γ 0.9 (the
-swing-up reward is dense and short-horizon), λ 0.95, lr 1e-3 annealed, no entropy bonus,
-1.5e5 steps.
+On Pendulum-v1 the preset (``pgkit list ppo``; applied with ``--env Pendulum-v1``) trains
+8 envs x 256 steps, 10 epochs x 16 minibatches, normalised observations and scaled rewards,
+γ 0.9, lr 5e-4, no entropy bonus, 3e5 steps.
 
 Tested configurations, measured returns and tuning history: ``docs/recipes/ppo.md``.
 """
@@ -92,13 +91,6 @@ class HParams:
     max_grad_norm: float = option(0.5, "global gradient-norm clip", positive=True)
     target_kl: float = option(0.01, "target KL per update (adaptive_kl objective, kl_stop)", positive=True)
     kl_beta: float = option(1.0, "initial KL penalty coefficient (adaptive_kl; kept in [1e-6, 1e6] after each update)", low=0.0)
-
-
-PENDULUM_CONFIG = dict(
-    total_steps=150_000, num_envs=8, num_steps=256, epochs=10, minibatches=16,
-    normalize_observations=True, scale_rewards=True,
-)
-PENDULUM_HPARAMS = dict(lr=1e-3, gamma=0.9, gae_lambda=0.95, ent_coef=0.0)
 
 
 class Networks(NamedTuple):
