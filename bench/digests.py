@@ -35,7 +35,7 @@ for name, env, cfg in CASES:
     if only and name not in only:
         continue
     try:
-        r = experiment.train(name, env=env, seeds=2, config=cfg, stop_after_chunks=2, log=None)
+        r = experiment.train(name, env=env, seeds=2, config=cfg, stop_after_chunks=2, log=None, preset=False)
     except Exception as e:  # an option name that does not exist in this recipe
         print(name, env, cfg, "ERROR", type(e).__name__, str(e)[:100], flush=True); continue
     d = hashlib.sha256()

@@ -29,7 +29,8 @@ def final(result, n=10):
 
 
 def train(recipe, config, **kwargs):
-    return experiment.train(recipe, env=ENV, seeds=SEEDS, seed=0, config=config, log=None, **kwargs)
+    # preset=False: these configurations are the whole story (ppo's Cue-pgkit preset is a GRU)
+    return experiment.train(recipe, env=ENV, seeds=SEEDS, seed=0, config=config, log=None, preset=False, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -452,7 +452,8 @@ def train(
         preset_config, preset_hparams = presets.split_options(module, applied)
         given = [k for k in (*config, *hparams) if k in applied.options]
         (log or (lambda _: None))(
-            f"preset {applied.name}: " + ", ".join(f"{k}={v}" for k, v in applied.options.items())
+            f"preset {applied.name}: "
+            + (", ".join(f"{k}={v}" for k, v in applied.options.items()) or "the recipe's defaults")
             + (f" (yours: {', '.join(given)})" if given else "")
         )
         config, hparams = {**preset_config, **config}, {**preset_hparams, **hparams}
