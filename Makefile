@@ -20,7 +20,10 @@ test: install
 test-quick: install  # estimators and machinery, no end-to-end training (a few minutes)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
+zoo: install  # train every preset (8 seeds each) and write docs/zoo.md with learning curves
+	$(BIN)/pgkit zoo --out docs
+
 bench: install
 	$(BIN)/python bench/compare.py
 
-.PHONY: install demo test test-quick bench
+.PHONY: install demo test test-quick zoo bench

@@ -24,7 +24,7 @@ Defaults: 16 environments x a horizon of 32 steps, γ 0.99, Adam 1e-3, gradient 
 actor, noise log-std −1.
 
 Tested configurations, measured returns and the comparison with SHAC, SAC and PPO:
-``docs/recipes/apg.md``, ``docs/pathwise.md``.
+``docs/recipes/shac.md`` (APG and SHAC).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ critic), actor gradient norm 1, critic 8 epochs x 4 minibatches, τ 0.2 (the pap
 coefficient α = 0.8 of the old target), 64x64 ELU networks, initial log-std −1.
 
 Tested configurations, measured returns and the comparison with APG, SAC and PPO:
-``docs/recipes/shac.md``, ``docs/pathwise.md``.
+``docs/recipes/shac.md``.
 """
 
 from __future__ import annotations
