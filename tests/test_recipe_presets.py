@@ -33,9 +33,19 @@ def final_returns(result, n):
     return result.metrics["episode_return"][:, -n:].mean(axis=1)
 
 
-def test_td3_mountain_car_continuous_preset_reaches_80_over_4_seeds():
-    # The preset: Ornstein-Uhlenbeck exploration finds the goal, which Gaussian noise does not
-    # (the defaults stay near 0). Calibration: docs/zoo.md and pgkit/experiment/presets.toml.
-    result = experiment.train("td3", env="MountainCarContinuous-v0", seeds=4, log=None)
+def test_ddpg_mountain_car_continuous_preset_reaches_80_over_4_seeds():
+    # Ornstein-Uhlenbeck exploration finds the goal, which Gaussian noise does not (the defaults
+    # stay near 0). Measured (4 seeds, master seed 1): 94.2, 94.4, 94.0, 93.8.
+    result = experiment.train("ddpg", env="MountainCarContinuous-v0", seeds=4, log=None)
     returns = final_returns(result, 2_000)
     assert returns.mean() >= 80, returns
+
+
+def test_td3_mountain_car_continuous_preset_reaches_the_goal_over_4_seeds():
+    # Calibrated (bench/calibrate_learning_tests.py td3/mcc_preset, 16 seeds of master seed 1):
+    # per seed mean 85.2, sd 12.7, min 43.7; 4-seed means 73.9, 86.7, 89.6, 90.6. 80 would be only
+    # 0.8 standard errors (6.3) below the mean; 60 is 4 (a seed that never finds the goal ends
+    # below 0, so 60 still fails when one seed in four misses it).
+    result = experiment.train("td3", env="MountainCarContinuous-v0", seeds=4, log=None)
+    returns = final_returns(result, 2_000)
+    assert returns.mean() >= 60, returns
