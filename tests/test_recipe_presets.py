@@ -24,7 +24,7 @@ def test_the_quick_zoo_runs_every_preset_a_few_updates(quick_zoo):
         assert f"| {row['preset']} |" in table
         assert (out / row["plot"]).stat().st_size > 0
         metrics = plot.read_metrics(out / "runs" / f"{row['recipe']}-{row['env']}")
-        assert metrics["update"].max() == zoo.QUICK_UPDATES  # two updates, logged
+        assert len(np.unique(metrics["update"])) == zoo.QUICK_UPDATES  # two updates, logged
         assert np.isfinite(metrics["env_steps"]).all() and row["seeds"] == zoo.QUICK_SEEDS
 
 

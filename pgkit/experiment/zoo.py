@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
+import numpy as np
 
-from pgkit import plot
+from pgkit import plot, stats
 from pgkit.experiment import devices, presets
 from pgkit.experiment.driver import train
 from pgkit.recipe import ConfigError
@@ -83,7 +84,7 @@ def zoo(
             **(dict(chunk=1, stop_after_chunks=QUICK_UPDATES) if quick else {}),
         )
         seconds = time.perf_counter() - start
-        summary = result.summary[0]
+        summary = result.summary[0] if result.summary else _summary(result.metrics["episode_return"][:, -1])
         picture = plot.plot_runs([run_dir], out / "zoo" / f"{preset.recipe}-{preset.env}.png", title=preset.name)
         rows.append({
             "preset": preset.name, "recipe": preset.recipe, "env": preset.env,
@@ -96,6 +97,13 @@ def zoo(
     write_table(out / "zoo.md", rows, quick=quick, seeds=seeds)
     log(f"wrote {out / 'zoo.md'}")
     return rows
+
+
+def _summary(final_returns) -> dict:
+    """The run's summary where train wrote none (a --quick run stops before its end)."""
+    final = np.asarray(final_returns, np.float64)
+    final = final[np.isfinite(final)]
+    return stats.summarise(final) if final.size else {"seeds": 0}
 
 
 def _interval(row: dict) -> str:
