@@ -244,49 +244,71 @@ def make(config: Config, env_name: str) -> Recipe:
             old_params = recurrent.actor_critic_replay(actor, critic, traj.obs, traj.dones, batch.initial_hidden, h0)[0]
         sequences = (traj, estimates.advantages, estimates.targets, old_params)
 
-        def minibatch_step(carry, indices):
-            networks, opt_state, *stopped = carry
+        def minibatch(indices):
             (traj_mb, adv_mb, target_mb, old_mb), hidden_mb = recurrent.take_envs(sequences, batch.initial_hidden, indices)
             old_dist = None
             if old_mb is not None:
                 old_flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), old_mb)
                 old_dist = nn.policy_distribution(old_flat, discrete=env.discrete)
-            grads, stats = jax.grad(loss_fn, has_aux=True)(
-                networks, (traj_mb, adv_mb, target_mb, old_dist, hidden_mb), state.beta, hp
-            )
+            return traj_mb, adv_mb, target_mb, old_dist, hidden_mb
+
+        networks, opt_state, step, stats = optimise(
+            state, hp, minibatch, lambda key: recurrent.env_minibatch_indices(key, config.num_envs, config.minibatches),
+            perm_key,
+        )
+        kl_terms = None
+        if config.objective == "adaptive_kl":
+            new_params, _ = sequence_outputs(networks, traj, batch.initial_hidden)
+            old_flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), old_params)
+            kl_terms = (old_flat, nn.policy_distribution(new_params, discrete=env.discrete))
+        beta, stats = finish_stats(state, hp, stats, traj, kl_terms)
+        return State(networks, opt_state, env_state, obs, key, step, beta, stats["episode_return"], hidden), stats
+
+    def optimise(state: State, hp: HParams, minibatch, minibatch_indices, perm_key):
+        """``epochs`` passes of Adam steps over the minibatches ``minibatch(indices)`` gives (the
+        indices of each pass from ``minibatch_indices(key)``), stopped by the KL bound where
+        ``kl_stop`` asks: (networks, opt_state, optimizer steps taken in all, per-step stats)."""
+
+        def minibatch_step(carry, indices):
+            networks, opt_state, *stopped = carry
+            grads, stats = jax.grad(loss_fn, has_aux=True)(networks, minibatch(indices), state.beta, hp)
             updates, new_opt_state = optimizer(hp).update(grads, opt_state)
             new = (optax.apply_updates(networks, updates), new_opt_state)
             if config.kl_stop == "none":
                 return new, stats
+            # the first minibatch over the bound ends the update: its step and all later ones skipped
             stop = stopped[0] | (stats["kl_estimate"] > 1.5 * hp.target_kl)
             stats["steps_taken"] = (~stop).astype(jnp.float32)
             kept = jax.tree.map(lambda n, o: jnp.where(stop, o, n) if eqx.is_array(n) else n, new, (networks, opt_state))
             return (*kept, stop), stats
 
         def epoch(carry, key):
-            return jax.lax.scan(minibatch_step, carry, recurrent.env_minibatch_indices(key, config.num_envs, config.minibatches))
+            return jax.lax.scan(minibatch_step, carry, minibatch_indices(key))
 
-        carry = (networks, state.opt_state) + (() if config.kl_stop == "none" else (jnp.bool_(False),))
+        carry = (state.networks, state.opt_state) + (() if config.kl_stop == "none" else (jnp.bool_(False),))
         (networks, opt_state, *_), stats = jax.lax.scan(epoch, carry, jax.random.split(perm_key, config.epochs))
         if config.kl_stop == "none":
             step = state.step + config.epochs * config.minibatches
-        else:
+        else:  # the minibatch steps taken before the KL bound was crossed
             step = state.step + stats["steps_taken"].sum().astype(jnp.int32)
+        return networks, opt_state, step, stats
+
+    def finish_stats(state: State, hp: HParams, stats, traj, kl_terms):
+        """The update's mean stats, the adaptive-KL coefficient from ``kl_terms`` = (the behaviour
+        policy's raw parameters, the new policy's distribution) where given, and the returns:
+        (beta, stats)."""
         stats = jax.tree.map(jnp.mean, stats)
         beta = state.beta
-        if config.objective == "adaptive_kl":
-            new_params, _ = sequence_outputs(networks, traj, batch.initial_hidden)
-            old_flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), old_params)
-            kl = nn.policy_distribution(old_flat, discrete=env.discrete).kl_divergence(
-                nn.policy_distribution(new_params, discrete=env.discrete)
-            ).mean()
+        if kl_terms is not None:
+            old_params, new_dist = kl_terms
+            kl = nn.policy_distribution(old_params, discrete=env.discrete).kl_divergence(new_dist).mean()
             beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
             stats["kl"] = kl
             stats["beta"] = beta
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats["episode_return"] = last_return
         stats["episodes"] = episodes.astype(jnp.float32)
-        return State(networks, opt_state, env_state, obs, key, step, beta, last_return, hidden), stats
+        return beta, stats
 
     def update(state: State, hp: HParams):
         if is_recurrent:
@@ -303,45 +325,18 @@ def make(config: Config, env_name: str) -> Recipe:
         old_params = jax.vmap(actor)(flat[0].obs) if config.objective == "adaptive_kl" else None
         flat = (*flat, old_params)
 
-        def minibatch_step(carry, indices):
-            networks, opt_state, *stopped = carry
+        def minibatch(indices):
             traj_mb, adv_mb, target_mb, old_params_mb = jax.tree.map(lambda x: x[indices], flat)
             old_dist = None if old_params_mb is None else nn.policy_distribution(old_params_mb, discrete=env.discrete)
-            grads, stats = jax.grad(loss_fn, has_aux=True)(
-                networks, (traj_mb, adv_mb, target_mb, old_dist), state.beta, hp
-            )
-            updates, new_opt_state = optimizer(hp).update(grads, opt_state)
-            new = (optax.apply_updates(networks, updates), new_opt_state)
-            if config.kl_stop == "none":
-                return new, stats
-            # the first minibatch over the bound ends the update: its step and all later ones skipped
-            stop = stopped[0] | (stats["kl_estimate"] > 1.5 * hp.target_kl)
-            stats["steps_taken"] = (~stop).astype(jnp.float32)
-            kept = jax.tree.map(lambda n, o: jnp.where(stop, o, n) if eqx.is_array(n) else n, new, (networks, opt_state))
-            return (*kept, stop), stats
+            return traj_mb, adv_mb, target_mb, old_dist
 
-        def epoch(carry, key):
-            perm = jax.random.permutation(key, batch_size).reshape(config.minibatches, minibatch_size)
-            return jax.lax.scan(minibatch_step, carry, perm)
-
-        carry = (state.networks, state.opt_state) + (() if config.kl_stop == "none" else (jnp.bool_(False),))
-        (networks, opt_state, *_), stats = jax.lax.scan(epoch, carry, jax.random.split(perm_key, config.epochs))
-        if config.kl_stop == "none":
-            step = state.step + config.epochs * config.minibatches
-        else:  # the minibatch steps taken before the KL bound was crossed
-            step = state.step + stats["steps_taken"].sum().astype(jnp.int32)
-        stats = jax.tree.map(jnp.mean, stats)
-        beta = state.beta
-        if config.objective == "adaptive_kl":
-            new_dist = distribution(networks.actor, flat[0].obs)
-            kl = nn.policy_distribution(old_params, discrete=env.discrete).kl_divergence(new_dist).mean()
-            beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
-            stats["kl"] = kl
-            stats["beta"] = beta
-        last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
-        stats["episode_return"] = last_return
-        stats["episodes"] = episodes.astype(jnp.float32)
-        new_state = State(networks, opt_state, env_state, obs, key, step, beta, last_return)
+        networks, opt_state, step, stats = optimise(
+            state, hp, minibatch,
+            lambda key: jax.random.permutation(key, batch_size).reshape(config.minibatches, minibatch_size), perm_key,
+        )
+        kl_terms = (old_params, distribution(networks.actor, flat[0].obs)) if config.objective == "adaptive_kl" else None
+        beta, stats = finish_stats(state, hp, stats, traj, kl_terms)
+        new_state = State(networks, opt_state, env_state, obs, key, step, beta, stats["episode_return"])
         return new_state, stats
 
     def act(state: State, key, obs):
