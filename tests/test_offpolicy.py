@@ -226,3 +226,22 @@ def test_uniform_actions_cover_the_action_space_uniformly():
     discrete = envs.make("CartPole-v1", num_envs=4000)
     counts = np.bincount(np.asarray(offpolicy.uniform_actions(jax.random.key(4), discrete)), minlength=2)
     assert abs(counts[0] - 2000) < 4 * np.sqrt(4000 * 0.25)
+
+
+def test_exploratory_actions_match_their_noise_processes_and_name_the_option():
+    # Oracles: the closed forms of the two processes (Gaussian: mu + sigma*eps, clipped; OU: one
+    # Euler-Maruyama step x' = x - theta*x*dt + sigma*sqrt(dt)*eps, then mu + x', clipped).
+    hp = dataclasses.make_dataclass("HP", ["exploration_noise", "ou_theta", "ou_sigma", "ou_dt"])(0.3, 0.15, 0.5, 0.01)
+    greedy = jnp.array([[0.2, -0.9], [0.95, 0.0]])
+    state = jnp.array([[0.1, -0.2], [0.3, 0.0]])
+    key = jax.random.key(3)
+    eps = np.asarray(jax.random.normal(key, greedy.shape))
+    actions, kept = offpolicy.exploratory_actions("gaussian", greedy, state, key=key, hp=hp)
+    np.testing.assert_allclose(actions, np.clip(np.asarray(greedy) + 0.3 * eps, -1, 1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(kept, state)
+    actions, new_state = offpolicy.exploratory_actions("ornstein_uhlenbeck", greedy, state, key=key, hp=hp)
+    x = np.asarray(state) - 0.15 * np.asarray(state) * 0.01 + 0.5 * np.sqrt(0.01) * eps
+    np.testing.assert_allclose(new_state, x, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(actions, np.clip(np.asarray(greedy) + x, -1, 1), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ConfigError, match="option 'exploration' must be one of gaussian, ornstein_uhlenbeck, got 'pink'"):
+        offpolicy.exploratory_actions("pink", greedy, state, key=key, hp=hp)
