@@ -47,6 +47,11 @@ def pendulum_trpo():
 OFFPOLICY_PENDULUM = {"total_steps": 20_000, "learning_starts": 1_000, "batch_size": 64, "buffer_size": 20_000,
                       "hidden_sizes": (64, 64)}
 
+# CartPole-v1 without its velocities (tests/test_recipe_recurrent.py): a GRU policy, and the MLP on the same budget
+GRU_CARTPOLE = {"total_steps": 500_000, "num_envs": 16, "num_steps": 64, "minibatches": 4, "policy": "gru",
+                "cell_size": 32, "hidden_sizes": (32,), "normalize_observations": True}
+MLP_CARTPOLE = {k: v for k, v in GRU_CARTPOLE.items() if k not in ("policy", "cell_size", "hidden_sizes")}
+
 # name: (recipe, env, config and hparams (or a function giving them), seeds K, threshold, score)
 CASES = {
     "a2c/learns_cartpole": ("a2c", "CartPole-v1", ({}, {}), 4, 450.0, last_updates(50)),
@@ -55,6 +60,10 @@ CASES = {
                         last_updates(49)),
     "ppo/pendulum_preset": ("ppo", "Pendulum-v1", ({}, {}), 4, -250.0, last_updates(10)),  # the preset applies
     "td3/mcc_preset": ("td3", "MountainCarContinuous-v0", ({}, {}), 4, 60.0, last_updates(2_000)),  # the preset
+    "ppo/gru_cartpole_observe_0_2": ("ppo", "CartPole-v1[0,2]", (GRU_CARTPOLE, {"lr": 1e-3}), 4, 400.0,
+                                     last_updates(5)),
+    "ppo/mlp_cartpole_observe_0_2": ("ppo", "CartPole-v1[0,2]", (MLP_CARTPOLE, {"lr": 1e-3}), 4, 250.0,
+                                     last_updates(5)),  # an upper bound: the MLP must stay below it
     "trpo/pendulum": ("trpo", "Pendulum-v1", pendulum_trpo, 4, -400.0, last_updates(5)),
     "ddpg/pendulum": ("ddpg", "Pendulum-v1", (OFFPOLICY_PENDULUM, {}), 4, -300.0, last_updates(2_000)),
     "actor_critic/td_lambda": ("actor_critic", "CartPole-v1", ({"variant": "td_lambda"}, {"critic_lr": 1e-3}), 4,
