@@ -1,7 +1,8 @@
 """Recurrent policies in the on-policy recipes (``--set policy=gru|lstm``): PPO and A2C with a GRU
 or an LSTM learn the memory probe Cue-pgkit, which a memoryless policy cannot do better than
-chance on; PPO with a GRU balances CartPole-v1 without its velocities, which the MLP cannot; REINFORCE's recurrent policy runs and improves on it; bit-identical reruns; the
-configurations that cannot work are ConfigErrors.
+chance on; PPO with a GRU balances CartPole-v1 without its velocities, which the MLP cannot;
+REINFORCE's recurrent policy runs and improves on it; bit-identical reruns; the configurations
+that cannot work are ConfigErrors.
 
 Cue-pgkit (pgkit.tabular_envs.Cue): a cue at step 0 must be recalled at a query 1 to 10 steps
 later; a memoryless policy's expected return is 0.5, one that remembers 1.0.
