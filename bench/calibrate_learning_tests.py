@@ -52,6 +52,9 @@ GRU_CARTPOLE = {"total_steps": 500_000, "num_envs": 16, "num_steps": 64, "miniba
                 "cell_size": 32, "hidden_sizes": (32,), "normalize_observations": True}
 MLP_CARTPOLE = {k: v for k, v in GRU_CARTPOLE.items() if k not in ("policy", "cell_size", "hidden_sizes")}
 
+# Breakout-MinAtar (tests/test_recipe_cnn.py): the convolutional torso against the MLP at equal steps
+BREAKOUT = {"total_steps": 100_000, "num_envs": 16, "num_steps": 64}
+
 # name: (recipe, env, config and hparams (or a function giving them), seeds K, threshold, score)
 CASES = {
     "a2c/learns_cartpole": ("a2c", "CartPole-v1", ({}, {}), 4, 450.0, last_updates(50)),
@@ -64,6 +67,9 @@ CASES = {
                                      last_updates(5)),
     "ppo/mlp_cartpole_observe_0_2": ("ppo", "CartPole-v1[0,2]", (MLP_CARTPOLE, {"lr": 1e-3}), 4, 250.0,
                                      last_updates(5)),  # an upper bound: the MLP must stay below it
+    "ppo/cnn_breakout": ("ppo", "Breakout-MinAtar", (dict(BREAKOUT, torso="cnn"), {}), 4, 3.0, last_updates(10)),
+    "ppo/mlp_breakout": ("ppo", "Breakout-MinAtar", (dict(BREAKOUT, torso="mlp"), {}), 4, 3.0,
+                         last_updates(10)),  # an upper bound: the MLP must stay below the CNN
     "trpo/pendulum": ("trpo", "Pendulum-v1", pendulum_trpo, 4, -400.0, last_updates(5)),
     "ddpg/pendulum": ("ddpg", "Pendulum-v1", (OFFPOLICY_PENDULUM, {}), 4, -300.0, last_updates(2_000)),
     "actor_critic/td_lambda": ("actor_critic", "CartPole-v1", ({"variant": "td_lambda"}, {"critic_lr": 1e-3}), 4,
