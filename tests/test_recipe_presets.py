@@ -1,6 +1,8 @@
-"""Every built-in preset starts and runs (the quick zoo CI runs), and the off-policy preset on
+"""Every built-in preset starts and runs (the quick zoo CI runs), and DDPG's preset on
 MountainCarContinuous-v0 reaches the goal. PPO's Pendulum-v1 preset has its learning test in
-tests/test_recipe_ppo.py."""
+tests/test_recipe_ppo.py. TD3's MountainCarContinuous-v0 preset runs in the quick zoo only: its
+4-seed mean ranged from 74 to 91 (bench/calibrate_learning_tests.py td3/mcc_preset), too wide
+to assert 80 and, at 90 s, too slow to assert less."""
 
 import numpy as np
 import pytest
@@ -39,13 +41,3 @@ def test_ddpg_mountain_car_continuous_preset_reaches_80_over_4_seeds():
     result = experiment.train("ddpg", env="MountainCarContinuous-v0", seeds=4, log=None)
     returns = final_returns(result, 2_000)
     assert returns.mean() >= 80, returns
-
-
-def test_td3_mountain_car_continuous_preset_reaches_the_goal_over_4_seeds():
-    # Calibrated (bench/calibrate_learning_tests.py td3/mcc_preset, 16 seeds of master seed 1):
-    # per seed mean 85.2, sd 12.7, min 43.7; 4-seed means 73.9, 86.7, 89.6, 90.6. 80 would be only
-    # 0.8 standard errors (6.3) below the mean; 60 is 4 (a seed that never finds the goal ends
-    # below 0, so 60 still fails when one seed in four misses it).
-    result = experiment.train("td3", env="MountainCarContinuous-v0", seeds=4, log=None)
-    returns = final_returns(result, 2_000)
-    assert returns.mean() >= 60, returns
