@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -94,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir")
     resume.add_argument("--recipe", help="where the recipe is now, if it has moved since training (file or module)")
     for command in (train, resume):
+        group = command.add_argument_group(
+            "multi-process runs", "run as one of N processes (docs/distributed.md); under SLURM or Open MPI JAX "
+            "reads these itself"
+        )
+        group.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 listens (the same in all)")
+        group.add_argument("--num-processes", type=int, metavar="N", help="how many processes run together")
+        group.add_argument("--process-id", type=int, metavar="I", help="this process: 0 to N-1")
+        group.add_argument(
+            "--peer-timeout", type=float, default=60.0, metavar="SECONDS",
+            help="how long to wait for the others to connect, and for a silent one (default 60)",
+        )
         command.add_argument(
             "--log", action="append", default=[], choices=sorted(loggers.EXTRAS),
             help="also stream the metrics to TensorBoard (RUN/tensorboard/LABEL/seedK) or W&B (one run per member, "
@@ -263,7 +275,13 @@ def cpu_layout(args) -> tuple[int | None, int | None]:
 def main(argv=None) -> int:
     with warnings.catch_warnings():  # restored on return: a test or a notebook keeps its own
         warnings.showwarning = _warning_line
-        return _main(argv)
+        status = _main(argv)
+    if status and experiment.distributed.joined():
+        # a peer may be gone: JAX's shutdown would wait for it, then abort with a stack dump
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def _main(argv) -> int:
@@ -272,6 +290,12 @@ def _main(argv) -> int:
         args = build_parser().parse_args(argv)
         # one JAX CPU device per core that the members can fill, members sharded over them
         members, threads = cpu_layout(args)
+        if args.command in ("train", "resume"):
+            processes = experiment.distributed.initialize(
+                args.coordinator, args.num_processes, args.process_id, timeout=args.peer_timeout
+            )
+            if members is not None:  # each process holds its share of the members
+                members = max(1, members // processes)
         experiment.use_cpu_cores(members=members, threads=threads)
         if args.command == "train":
             _train(args)
@@ -298,6 +322,9 @@ def _main(argv) -> int:
         return 1
     except experiment.Interrupted as interrupted:  # the run said what it kept and how to go on
         return 128 + interrupted.signum
+    except experiment.PeerLostError as error:
+        print(f"pgkit: error: {error}", file=sys.stderr)
+        return experiment.distributed.EXIT_LOST_PEER
     except RuntimeError as error:
         from pgkit import envs  # imported lazily, as above: gymnax takes a second to import
 

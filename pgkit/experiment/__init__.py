@@ -6,6 +6,7 @@ One file per concern:
 - :mod:`.store`: the run directory (config, metrics, checkpoints, progress, summary);
 - :mod:`.memory`: the pre-flight that refuses a run that cannot fit, before it allocates;
 - :mod:`.devices`: CPU cores as devices, XLA's threads and settings, members sharded over a mesh;
+- :mod:`.distributed`: multi-process runs on ``jax.distributed`` (members over every process's devices);
 - :mod:`.evaluate`: greedy evaluation of a run's final policies;
 - :mod:`.registry`: where a recipe comes from (built-in name, module, file or dotted path).
 
@@ -22,6 +23,8 @@ from pgkit.experiment.devices import (
     use_unrolled_threefry as use_unrolled_threefry,
     xla_cpu_threads as xla_cpu_threads,
 )
+from pgkit.experiment import distributed as distributed
+from pgkit.experiment.distributed import PeerLostError as PeerLostError
 from pgkit.experiment.driver import (
     Interrupted as Interrupted,
     NonFiniteError as NonFiniteError,
@@ -43,9 +46,11 @@ __all__ = [
     "ConfigError",
     "Interrupted",
     "NonFiniteError",
+    "PeerLostError",
     "WriteError",
     "RunResult",
     "available_recipes",
+    "distributed",
     "evaluate",
     "load_recipe",
     "resume",

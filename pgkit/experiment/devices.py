@@ -25,6 +25,7 @@ __all__ = [
     "member_sharding",
     "shard_members",
     "devices_used",
+    "jax_started",
 ]
 
 
@@ -64,7 +65,7 @@ def use_cpu_cores(count: int | None = None, *, members: int | None = None, threa
     if members is not None:
         count = devices_for(members, count)
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or _jax_started():
+    if "xla_force_host_platform_device_count" in flags or jax_started():
         return False
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
     _start_jax_with_threads(threads or count)
@@ -109,7 +110,7 @@ def xla_cpu_threads() -> int | None:
         return None
 
 
-def _jax_started() -> bool:
+def jax_started() -> bool:
     """Whether JAX has created its backends (after which XLA_FLAGS is no longer read)."""
     try:
         from jax._src import xla_bridge
@@ -196,7 +197,11 @@ def shard_members(tree, num_members: int):
     out of a sharded init replicated, and the chunk program would be compiled for that mix.
     """
     sharding = member_sharding(num_members)
-    return tree if sharding is None else jax.device_put(tree, sharding)
+    if sharding is None:
+        return tree
+    if jax.process_count() > 1:  # each process places its own rows of the whole host value
+        tree = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.is_fully_addressable else x, tree)
+    return jax.device_put(tree, sharding)
 
 
 def devices_used(num_members: int) -> int:
@@ -211,10 +216,21 @@ def devices_for(num_members: int, available: int) -> int:
 
 
 def member_sharding(num_members: int):
-    """Members split evenly over as many devices as divide their number (None: one device)."""
-    devices = jax.devices()
-    count = devices_for(num_members, len(devices))
-    if count == 1:
+    """Members split evenly over as many devices as divide their number (None: one device).
+
+    In a multi-process run (:mod:`.distributed`) every process takes the same number of its
+    own devices, in process order, so process ``p`` holds a contiguous ``1/P`` of the members.
+    """
+    processes = jax.process_count()
+    if processes == 1:
+        chosen = jax.devices()[: devices_for(num_members, len(jax.devices()))]
+    else:
+        by_process = [sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)
+                      for p in range(processes)]
+        local = min(len(ds) for ds in by_process)
+        per_process = max(k for k in range(1, local + 1) if num_members % (k * processes) == 0)
+        chosen = [d for ds in by_process for d in ds[:per_process]]
+    if len(chosen) == 1:
         return None
-    mesh = jax.sharding.Mesh(np.array(devices[:count]), ("members",))
+    mesh = jax.sharding.Mesh(np.array(chosen), ("members",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))

@@ -5,7 +5,9 @@ vmapped over members = settings x seeds (member ``g * seeds + s`` runs setting `
 key of seed ``s``), and calls it chunk after chunk. Between chunks it prints a progress line,
 appends metrics to ``metrics.csv`` (so device memory stays bounded), and writes a checkpoint;
 the PRNG key lives in the state, so a resumed run continues the same key stream and is
-bit-identical to an uninterrupted one. Members are sharded over ``jax.devices()``.
+bit-identical to an uninterrupted one. Members are sharded over ``jax.devices()``: over
+several processes' devices in a multi-process run (:mod:`.distributed`), where process 0 alone
+writes the run directory and prints.
 
 A recipe is any module that follows :mod:`pgkit.recipe`; the driver knows it only through that
 protocol (a built-in name, a file path or a dotted path is resolved by :mod:`.registry`).
@@ -34,7 +36,7 @@ import numpy as np
 
 import pgkit
 from pgkit import plot, stats
-from pgkit.experiment import devices, memory, presets, registry, store
+from pgkit.experiment import devices, distributed, memory, presets, registry, store
 from pgkit.recipe import ConfigError, options_of, validate
 
 __all__ = [
@@ -242,7 +244,9 @@ class Run:
 
     def __init__(self, spec: dict, run_dir: Path | None, log: Callable[[str], None], recipe=None):
         """``recipe`` (a module, name or path) overrides where ``spec`` says the recipe came from."""
-        self.spec, self.run_dir, self.log = spec, run_dir, log
+        self.spec, self.run_dir = spec, run_dir
+        self.writes = distributed.is_main()  # process 0 writes the run directory and prints
+        self.log = log if self.writes else (lambda _: None)
         if recipe is not None:
             module = registry.load_recipe(recipe)
         else:
@@ -275,6 +279,7 @@ class Run:
         self.chunk = chunk_length(self.num_updates, spec.get("chunk"))
         spec["chunk"] = self.chunk
         self.num_members = len(self.settings) * self.seeds
+        distributed.check_members(self.num_members)
         # False (the default): a diverging member is frozen and the others go on
         self.halt_on_nonfinite = bool(spec.get("halt_on_nonfinite", False))
 
@@ -320,7 +325,7 @@ class Run:
                 f"the {self.spec['recipe']!r} state does not fit the device's integers ({error}): lower its size options"
             ) from None
         sharding = devices.member_sharding(self.num_members)
-        used = sorted(sharding.device_set, key=lambda d: d.id) if sharding is not None else jax.devices()[:1]
+        used = sorted(sharding.addressable_devices, key=lambda d: d.id) if sharding is not None else jax.devices()[:1]
         keep_host = not self.halt_on_nonfinite or self.run_dir is not None
         return memory.check_fits(
             state, outputs, config=self.config, num_settings=len(self.settings), seeds=self.seeds,
@@ -451,7 +456,7 @@ def train(
     if applied is not None:
         preset_config, preset_hparams = presets.split_options(module, applied)
         given = [k for k in (*config, *hparams) if k in applied.options]
-        (log or (lambda _: None))(
+        (log if log is not None and distributed.is_main() else (lambda _: None))(
             f"preset {applied.name}: "
             + (", ".join(f"{k}={v}" for k, v in applied.options.items()) or "the recipe's defaults")
             + (f" (yours: {', '.join(given)})" if given else "")
@@ -482,11 +487,12 @@ def train(
     callbacks = _callbacks(on_chunk)
     run = Run(spec, run_dir, log or (lambda _: None), module)
     spec["devices"] = devices.devices_used(run.num_members)  # results are reproducible per device count
+    spec["processes"] = jax.process_count()  # over every process's devices (pgkit.experiment.distributed)
     spec["xla_cpu_threads"] = devices.xla_cpu_threads()  # and per thread count of XLA's CPU pool (TRPO)
     keys, member_hparams = run.member_inputs()
     _, init, _ = run.functions(run.chunk)
     run.check_memory(init, keys, member_hparams)
-    if run_dir is not None:
+    if run_dir is not None and run.writes:
         store.write_config(run_dir, spec)
     t_compile = time.perf_counter()
     first_chunk = run.compile_first_chunk(keys, member_hparams, 0)
@@ -516,7 +522,7 @@ def resume(
     run_dir = Path(run_dir)
     spec = store.read_config(run_dir)
     run = Run(spec, run_dir, log or (lambda _: None), recipe)
-    if recipe is not None:  # the recipe's new place, for the next resume or eval
+    if recipe is not None and run.writes:  # the recipe's new place, for the next resume or eval
         spec["recipe_source"] = registry.recipe_source(run.module)
         store.write_config(run_dir, spec)
     used = devices.devices_used(run.num_members)
@@ -537,16 +543,31 @@ def resume(
     keys, member_hparams = run.member_inputs()
     _, init, _ = run.functions(run.chunk)
     run.check_memory(init, keys, member_hparams)
-    state, record = None, None
-    if store.updates_done(run_dir) is not None:
-        try:
-            state, record = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
-        except store.DamagedCheckpointError as error:
-            if error.newest_update > run.chunk:
-                raise
-            # the first chunk's checkpoint was all there was: starting over loses only that chunk
-            store.set_aside_checkpoints(run_dir)
-            warnings.warn(f"{error}: set aside as .corrupt; the run starts over", stacklevel=2)
+    def read_run():
+        """``(state, record, metrics)`` from the run directory, setting aside what is damaged."""
+        state, record = None, None
+        if store.updates_done(run_dir) is not None:
+            try:
+                state, record = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
+            except store.DamagedCheckpointError as error:
+                if error.newest_update > run.chunk:
+                    raise
+                # the first chunk's checkpoint was all there was: starting over loses only that chunk
+                store.set_aside_checkpoints(run_dir)
+                warnings.warn(f"{error}: set aside as .corrupt; the run starts over", stacklevel=3)
+        metrics = store.read_metrics(
+            run_dir, 0 if record is None else record["updates_done"], num_members=run.num_members, seeds=run.seeds,
+            hparam_names=options_of(run.module.HParams),
+        )
+        return state, record, metrics
+
+    # process 0 reads first (and sets aside or cuts what is damaged); the others then read the same files
+    if run.writes:
+        state, record, metrics = read_run()
+        distributed.barrier("the run directory read by process 0")
+    else:
+        distributed.barrier("the run directory read by process 0")
+        state, record, metrics = read_run()
     start = 0 if record is None else record["updates_done"]
     diverged = {} if record is None else {int(m): int(u) for m, u in record.get("diverged", [])}
     t_compile = time.perf_counter()
@@ -555,9 +576,6 @@ def resume(
         state = devices.shard_members(init(keys, member_hparams), run.num_members)
     else:
         state = devices.shard_members(jax.device_put(state), run.num_members)
-    metrics = store.read_metrics(
-        run_dir, start, num_members=run.num_members, seeds=run.seeds, hparam_names=options_of(run.module.HParams)
-    )
     return _loop(run, state, member_hparams, start=start, metrics=metrics, stop_after_chunks=stop_after_chunks,
                  first_chunk=first_chunk, t_compile=t_compile, diverged=diverged, callbacks=callbacks)
 
@@ -656,6 +674,7 @@ def _run_chunks(
         f"pgkit: {run.spec['recipe']} on {run.spec['env']}: {len(run.settings)} setting(s) x {run.seeds} seed(s), "
         f"{total_steps:,} env steps each, {run.num_updates} updates in chunks of {run.chunk}, "
         f"members on {devices.devices_used(run.num_members)} of {len(jax.devices())} {jax.default_backend()} device(s)"
+        + distributed.describe()
         + (f", {threads} XLA CPU thread(s)" if threads else "")
     )
     compiled = {} if first_chunk is None else {first_chunk[0]: first_chunk[1].result()}  # {length: program}
@@ -678,17 +697,17 @@ def _run_chunks(
         """Find the members that diverged in this chunk; return the chunk's end state with every diverged
         member at its last finite state, and its metrics NaN from the update at which it diverged."""
         first_bad = _first_nonfinite(chunk_metrics)
-        finite_end = np.asarray(finite_end)
+        finite_end = distributed.host_copy(finite_end, "which members are finite")
         new = [m for m in range(run.num_members) if m not in diverged and (first_bad[m] < length or not finite_end[m])]
         end = chunk_end
         if new:  # replay the chunk from its start: each new member stops before its first non-finite update
             replayed, good = replay_program(run.module, run.config, run.spec["env"], length)(
                 devices.shard_members(jax.device_put(chunk_start), run.num_members), member_hparams
             )
-            good = np.asarray(good)
+            replayed, good = distributed.host_copy((replayed, good), "the replay of diverged members")
             for m in new:
                 diverged[m] = first_update + int(min(good[m], first_bad[m], length - 1))
-            end = _with_rows(end, jax.device_get(replayed), new)
+            end = _with_rows(end, replayed, new)
         old = [m for m in diverged if m not in new]
         if old:  # frozen before this chunk: as it started
             end = _with_rows(end, chunk_start, old)
@@ -700,32 +719,38 @@ def _run_chunks(
     run.log(f"compiled and initialised in {time.perf_counter() - t_compile:.1f}s")
     u, chunks, t_start = start, 0, time.perf_counter()
     # the state a chunk starts from, on the host: written as the checkpoint, and replayed from if a member diverges
-    host_state = jax.device_get(state) if guard else None
+    host_state = distributed.host_copy(state, "the state") if guard else None
     if guard:
-        for m in np.flatnonzero(~np.asarray(finite_members(state))):  # non-finite from the start
+        finite_start = distributed.host_copy(finite_members(state), "which members are finite")
+        for m in np.flatnonzero(~finite_start):  # non-finite from the start
             diverged.setdefault(int(m), start)
     if guard and diverged and len(diverged) == run.num_members:
         raise NonFiniteError(f"every member of the run had diverged by update {start}; nothing is left to train")
     with _StopOnSignal() as stop:
-        in_flight = launch(u, state) if more(u, chunks) and stop.received is None else None
+
+        def stopping() -> int:  # the signal any process received (0: none), the same in every process
+            return distributed.largest_over_processes(stop.received or 0)
+
+        in_flight = launch(u, state) if more(u, chunks) and not stopping() else None
         while in_flight is not None:
             length, t0, (state, chunk_metrics) = in_flight
             _wait(chunk_metrics)
-            chunk_metrics = {k: np.array(v, dtype=np.float64) for k, v in jax.device_get(chunk_metrics).items()}
+            chunk_metrics = distributed.host_copy(chunk_metrics, "the chunk's metrics")
+            chunk_metrics = {k: np.array(v, dtype=np.float64) for k, v in chunk_metrics.items()}
             dt = time.perf_counter() - t0
             if run.halt_on_nonfinite:
                 check_finite(chunk_metrics, u)
             finite_end = finite_members(state) if guard else None  # dispatched before the next chunk donates it
             # copied before the next chunk takes over (donates) the state's buffers
-            end_state = jax.device_get(state) if guard or run.run_dir is not None else None
+            end_state = distributed.host_copy(state, "the state") if guard or run.run_dir is not None else None
             first_update, u, chunks = u, u + length, chunks + 1
             # the next chunk runs while this one's results are written
-            in_flight = launch(u, state) if more(u, chunks) and stop.received is None else None
+            in_flight = launch(u, state) if more(u, chunks) and not stopping() else None
             if guard:
                 host_state = freeze(host_state, end_state, finite_end, chunk_metrics, first_update, length)
                 end_state = host_state
             collected.append(chunk_metrics)
-            if run.run_dir is not None:
+            if run.run_dir is not None and run.writes:
                 store.append_metrics(
                     run.run_dir, chunk_metrics, first_update=first_update, steps_per_update=steps_per_update,
                     settings=run.settings, labels=run.labels(), seeds=run.seeds, diverged=diverged,
@@ -748,7 +773,7 @@ def _run_chunks(
                 + (f" | diverged {len(diverged)}/{run.num_members}" if diverged else "")
                 + f" | ETA {_format_duration(eta)}"
             )
-            if callbacks:  # after the writes: a callback that raises leaves the chunk on disk
+            if callbacks and run.writes:  # after the writes: a callback that raises leaves the chunk on disk
                 chunk = _chunk_metrics(run, chunk_metrics, first_update, length, steps_per_update, diverged)
                 for callback in callbacks:
                     callback(chunk)
@@ -758,21 +783,22 @@ def _run_chunks(
                     f"every member diverged (the first at update {min(diverged.values())}, the last at update "
                     f"{max(diverged.values())}): the run stopped at update {u}/{run.num_updates}{where}"
                 )
-            if stop.received is not None:
-                name = signal.Signals(stop.received).name
+            signum = stopping()  # a signal during the writes abandons the chunk in flight
+            if signum:
+                name = signal.Signals(signum).name
                 kept = (
                     f"the checkpoint holds update {u}/{run.num_updates}; continue with: pgkit resume {run.run_dir}"
                     if run.run_dir is not None else "no run directory: nothing was kept"
                 )
                 run.log(f"stopped by {name}: {kept}")
-                raise Interrupted(stop.received, f"stopped by {name}: {kept}")
+                raise Interrupted(signum, f"stopped by {name}: {kept}")
     if diverged:  # the returned state holds each diverged member as frozen
         state = devices.shard_members(jax.device_put(host_state), run.num_members)
     metrics = {k: np.concatenate([c[k] for c in collected], axis=1) for k in collected[0]} if collected else {}
     summary = []
     if u >= run.num_updates and metrics:
         summary = _summarise(run, metrics, diverged)
-        if run.run_dir is not None:
+        if run.run_dir is not None and run.writes:
             store.write_summary(run.run_dir, summary)
             png = plot.plot_runs([run.run_dir], run.run_dir / "learning_curve.png")
             run.log(f"wrote {run.run_dir / 'metrics.csv'}, {png}, checkpoints in {run.run_dir}")
