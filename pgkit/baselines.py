@@ -9,6 +9,7 @@ estimator, the leave-one-out mean of the other samples, the state value
 state-dependent baseline V(s).
 """
 
+import jax
 import jax.numpy as jnp
 
 from pgkit import _checks
@@ -76,7 +77,7 @@ def mean_baseline(returns, *, axis=None, where=None):
     return jnp.broadcast_to(total / jnp.maximum(count, 1), returns.shape)
 
 
-def normalized_advantages(advantages, *, eps=1e-8, stop_target_gradients=True):
+def normalized_advantages(advantages, *, eps=1e-8, stop_target_gradients=True, axis_name=None):
     """Advantages standardised over the batch: zero mean, unit standard deviation.
 
     Equation:
@@ -91,6 +92,9 @@ def normalized_advantages(advantages, *, eps=1e-8, stop_target_gradients=True):
         advantages: [T, *B] (or any shape) advantage estimates of one batch.
         eps: float added to the standard deviation (traced; guards a constant batch).
         stop_target_gradients: if True (default), the result carries no gradient.
+        axis_name: a named axis (``vmap``, ``shard_map``) over which the batch is split into
+            equal shards: mean and std are then those of every shard's elements together,
+            the same in each shard (a data-parallel minibatch normalised as one).
 
     Returns:
         The shape of ``advantages``: the standardised advantages.
@@ -114,7 +118,12 @@ def normalized_advantages(advantages, *, eps=1e-8, stop_target_gradients=True):
         raise _checks.argument_error(
             "normalized_advantages", "advantages", "hold at least one element", f"shape {advantages.shape}"
         )
-    normalized = (advantages - advantages.mean()) / (advantages.std() + eps)
+    if axis_name is None:
+        normalized = (advantages - advantages.mean()) / (advantages.std() + eps)
+    else:  # moments of the union of equal shards: the means of the shards' moments
+        mean = jax.lax.pmean(advantages.mean(), axis_name)
+        std = jnp.sqrt(jax.lax.pmean(jnp.mean((advantages - mean) ** 2), axis_name))
+        normalized = (advantages - mean) / (std + eps)
     return _checks.maybe_stop_gradient(normalized, stop_target_gradients)
 
 

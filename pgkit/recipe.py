@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "ConfigError",
+    "DATA_AXIS",
     "Recipe",
     "option",
     "hyperparameters",
@@ -45,6 +46,9 @@ class ConfigError(ValueError):
     """A bad option value or request; the message names the option and what is allowed."""
 
 
+DATA_AXIS = "data"  # the named axis over which a data-parallel recipe's shards of one member average
+
+
 class Recipe(NamedTuple):
     """The pure functions a recipe's ``make`` returns (the driver vmaps and scans them).
 
@@ -57,6 +61,13 @@ class Recipe(NamedTuple):
       env: the training ``pgkit.envs.VecEnv``.
       env_steps_per_update: environment steps of one member in one update.
       num_updates: updates in a whole run.
+      data_shards: ``D > 1`` makes the recipe data-parallel: ``init`` and ``update`` run once
+        per shard of a member, under the named axis :data:`DATA_AXIS` (``jax.lax.axis_index``
+        gives the shard, ``jax.lax.pmean`` averages gradients and statistics over the shards),
+        each shard with its own part of the member's environments. The state gets a ``[D]``
+        axis after the member axis, the metrics are shard 0's (the recipe makes them equal),
+        and ``act`` gets shard 0's state. The driver places the shards on ``D`` devices when it
+        has them (``shard_map``), else vmaps them on one, with the same arithmetic.
     """
 
     init: Callable
@@ -65,6 +76,7 @@ class Recipe(NamedTuple):
     env: Any
     env_steps_per_update: int
     num_updates: int
+    data_shards: int = 1
 
 
 def option(default, help: str, *, low=None, high=None, choices=None, positive=False):

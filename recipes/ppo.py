@@ -41,7 +41,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, recurrent, rollout
-from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import DATA_AXIS, ConfigError, Recipe, hyperparameters, option
 
 NAME = "ppo"
 DESCRIPTION = "Proximal Policy Optimization: clipped or adaptive-KL surrogate, GAE, minibatch epochs"
@@ -77,6 +77,10 @@ class Config:
     torso: str = option(
         "auto", "network torso: MLP, convolutional (image observations), or auto (cnn where the observation "
         "is [H, W] or [H, W, C])", choices=("mlp", "cnn", "auto"),
+    )
+    data_shards: int = option(
+        1, "split each seed's environments and minibatches into this many shards, one per device where there "
+        "are enough, gradients and statistics averaged over them (data-parallel; docs/distributed.md)", positive=True,
     )
 
 
@@ -119,9 +123,12 @@ def make(config: Config, env_name: str) -> Recipe:
         )
     if any(h < 1 for h in config.hidden_sizes) or not config.hidden_sizes:
         raise ConfigError(f"option 'hidden_sizes' must be positive widths, got {config.hidden_sizes}")
+    shards = config.data_shards
+    if shards > 1:
+        _check_data_shards(config, batch_size)
     env = envs.make(
         env_name,
-        num_envs=config.num_envs,
+        num_envs=config.num_envs // shards,
         normalize_observations=config.normalize_observations,
         scale_rewards=config.scale_rewards,
     )
@@ -138,6 +145,15 @@ def make(config: Config, env_name: str) -> Recipe:
     image_shape = env.observation_shape if torso == "cnn" else None
     num_updates = config.total_steps // batch_size
     minibatch_size = batch_size // config.minibatches
+    shard_batch, shard_minibatch = batch_size // shards, minibatch_size // shards  # what one shard holds
+
+    def across_shards(tree):
+        """The mean over the data shards of a member (data_shards > 1; else ``tree``)."""
+        return jax.lax.pmean(tree, DATA_AXIS) if shards > 1 else tree
+
+    def shard_key(key):
+        """A key of this shard's own (its environments and minibatches); ``key`` with one shard."""
+        return jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS)) if shards > 1 else key
     total_opt_steps = max(num_updates * config.epochs * config.minibatches, 1)
 
     def optimizer(hp: HParams):
@@ -174,7 +190,7 @@ def make(config: Config, env_name: str) -> Recipe:
             critic = nn.ValueCritic(env.observation_size, key=critic_key, **net,
                                     **({} if image_shape is None else {"observation_shape": image_shape}))
         networks = Networks(actor, critic)
-        env_state, obs = env.reset(env_key)
+        env_state, obs = env.reset(shard_key(env_key))
         opt_state = optimizer(hp).init(eqx.filter(networks, eqx.is_array))
         return State(
             networks, opt_state, env_state, obs, key, jnp.int32(0), jnp.asarray(hp.kl_beta, jnp.float32), jnp.float32(0.0),
@@ -200,8 +216,8 @@ def make(config: Config, env_name: str) -> Recipe:
             dist = distribution(networks.actor, traj.obs)
             values = jax.vmap(networks.critic)(traj.obs)
         log_probs = dist.log_prob(traj.actions)
-        if config.normalize_advantages:
-            advantages = pgkit.normalized_advantages(advantages)
+        if config.normalize_advantages:  # over the whole minibatch, all its shards together
+            advantages = pgkit.normalized_advantages(advantages, axis_name=DATA_AXIS if shards > 1 else None)
         if config.objective == "clip":
             policy_loss = pgkit.ppo_clip_loss(log_probs, traj.log_probs, advantages, clip_eps=hp.clip_eps)
         else:
@@ -272,6 +288,7 @@ def make(config: Config, env_name: str) -> Recipe:
         def minibatch_step(carry, indices):
             networks, opt_state, *stopped = carry
             grads, stats = jax.grad(loss_fn, has_aux=True)(networks, minibatch(indices), state.beta, hp)
+            grads, stats = across_shards((grads, stats))  # every shard takes the same step
             updates, new_opt_state = optimizer(hp).update(grads, opt_state)
             new = (optax.apply_updates(networks, updates), new_opt_state)
             if config.kl_stop == "none":
@@ -301,13 +318,13 @@ def make(config: Config, env_name: str) -> Recipe:
         beta = state.beta
         if kl_terms is not None:
             old_params, new_dist = kl_terms
-            kl = nn.policy_distribution(old_params, discrete=env.discrete).kl_divergence(new_dist).mean()
+            kl = across_shards(nn.policy_distribution(old_params, discrete=env.discrete).kl_divergence(new_dist).mean())
             beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
             stats["kl"] = kl
             stats["beta"] = beta
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
-        stats["episode_return"] = last_return
-        stats["episodes"] = episodes.astype(jnp.float32)
+        stats["episode_return"] = across_shards(last_return)
+        stats["episodes"] = across_shards(episodes.astype(jnp.float32)) * shards
         return beta, stats
 
     def update(state: State, hp: HParams):
@@ -317,10 +334,10 @@ def make(config: Config, env_name: str) -> Recipe:
         actor, critic = state.networks
 
         env_state, obs, traj, gae = rollout.gae_rollout(
-            rollout_key, env, state.env_state, state.obs, actor, critic,
+            shard_key(rollout_key), env, state.env_state, state.obs, actor, critic,
             num_steps=config.num_steps, gamma=hp.gamma, lambda_=hp.gae_lambda,
         )
-        flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), (traj, gae.advantages, gae.targets))
+        flat = jax.tree.map(lambda x: x.reshape((shard_batch,) + x.shape[2:]), (traj, gae.advantages, gae.targets))
         # the behaviour policy's raw parameters, for the analytic KL of the penalty objective
         old_params = jax.vmap(actor)(flat[0].obs) if config.objective == "adaptive_kl" else None
         flat = (*flat, old_params)
@@ -332,7 +349,8 @@ def make(config: Config, env_name: str) -> Recipe:
 
         networks, opt_state, step, stats = optimise(
             state, hp, minibatch,
-            lambda key: jax.random.permutation(key, batch_size).reshape(config.minibatches, minibatch_size), perm_key,
+            lambda key: jax.random.permutation(key, shard_batch).reshape(config.minibatches, shard_minibatch),
+            shard_key(perm_key),
         )
         kl_terms = (old_params, distribution(networks.actor, flat[0].obs)) if config.objective == "adaptive_kl" else None
         beta, stats = finish_stats(state, hp, stats, traj, kl_terms)
@@ -349,4 +367,19 @@ def make(config: Config, env_name: str) -> Recipe:
             )
         return nn.greedy_action(jax.vmap(state.networks.actor)(obs), discrete=env.discrete)
 
-    return Recipe(init, update, act, env, batch_size, num_updates)
+    return Recipe(init, update, act, env, batch_size, num_updates, shards)
+
+
+def _check_data_shards(config: Config, batch_size: int) -> None:
+    """ConfigErrors for what data-parallel PPO (data_shards > 1) cannot split or does not average yet."""
+    shards = config.data_shards
+    if config.num_envs % shards or (batch_size // config.minibatches) % shards:
+        raise ConfigError(
+            f"option 'data_shards': {shards} must divide num_envs={config.num_envs} and the minibatch size "
+            f"{batch_size // config.minibatches}"
+        )
+    for name in ("normalize_observations", "scale_rewards"):
+        if getattr(config, name):
+            raise ConfigError(f"option 'data_shards': {shards} shards do not share running statistics yet; set {name}=false")
+    if config.policy != "mlp":
+        raise ConfigError(f"option 'data_shards': {shards} shards need policy='mlp', got {config.policy!r}")

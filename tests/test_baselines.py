@@ -524,3 +524,9 @@ def test_bad_input_raises_value_errors_naming_the_argument():
         pgkit.expected_q_baseline(jnp.asarray(1.0), jnp.asarray(1.0))
     with pytest.raises(ValueError, match="targets"):
         jax.jit(pgkit.value_loss)(jnp.zeros((3, 2)), jnp.zeros(3))
+
+
+def test_normalized_advantages_over_a_named_axis_equal_the_union_of_the_shards():
+    advantages = jax.random.normal(jax.random.key(6), (4, 6)) * 2.0 - 0.5  # 4 shards of 6
+    sharded = jax.vmap(lambda a: pgkit.normalized_advantages(a, axis_name="shards"), axis_name="shards")(advantages)
+    np.testing.assert_allclose(sharded.ravel(), pgkit.normalized_advantages(advantages.ravel()), rtol=1e-5, atol=1e-6)

@@ -22,6 +22,7 @@ __all__ = [
     "unrolled_threefry_compiles_fast",
     "jaxlib_version",
     "devices_for",
+    "data_mesh",
     "member_sharding",
     "shard_members",
     "devices_used",
@@ -190,13 +191,17 @@ def unrolled_threefry_compiles_fast(version: tuple[int, ...]) -> bool:
     return version < (0, 11)
 
 
-def shard_members(tree, num_members: int):
+def shard_members(tree, num_members: int, data_shards: int = 1, *, shards_axis: bool = False):
     """Place every leaf (leading axis: members) split over the devices (no-op on one device).
 
-    Leaves that do not depend on the keys (zero biases, optimiser counters) would otherwise come
-    out of a sharded init replicated, and the chunk program would be compiled for that mix.
+    ``data_shards`` > 1 (a data-parallel recipe) places over :func:`data_mesh` where it has
+    one; ``shards_axis`` says the leaves have the shards' axis after the members' (the state),
+    split over the mesh's ``data`` devices, where other leaves (keys, hyperparameters) are
+    replicated over them. Leaves that do not depend on the keys (zero biases, optimiser
+    counters) would otherwise come out of a sharded init replicated, and the chunk program
+    would be compiled for that mix.
     """
-    sharding = member_sharding(num_members)
+    sharding = member_sharding(num_members, data_shards, shards_axis=shards_axis)
     if sharding is None:
         return tree
     if jax.process_count() > 1:  # each process places its own rows of the whole host value
@@ -204,9 +209,9 @@ def shard_members(tree, num_members: int):
     return jax.device_put(tree, sharding)
 
 
-def devices_used(num_members: int) -> int:
+def devices_used(num_members: int, data_shards: int = 1) -> int:
     """Devices that ``num_members`` members are split over here (1: no sharding)."""
-    sharding = member_sharding(num_members)
+    sharding = member_sharding(num_members, data_shards)
     return 1 if sharding is None else len(sharding.device_set)
 
 
@@ -215,12 +220,30 @@ def devices_for(num_members: int, available: int) -> int:
     return max(d for d in range(1, available + 1) if num_members % d == 0)
 
 
-def member_sharding(num_members: int):
+def data_mesh(num_members: int, data_shards: int):
+    """The ``(members, data)`` mesh of a data-parallel run: each member's shards on ``data_shards``
+    devices, the members over as many such groups as divide them; None when there are fewer
+    devices than shards (the shards then share a device) or several processes (not supported)."""
+    devices = jax.devices()
+    if data_shards < 2 or len(devices) < data_shards or jax.process_count() > 1:
+        return None
+    groups = devices_for(num_members, len(devices) // data_shards)
+    return jax.sharding.Mesh(np.array(devices[: groups * data_shards]).reshape(groups, data_shards), ("members", "data"))
+
+
+def member_sharding(num_members: int, data_shards: int = 1, *, shards_axis: bool = False):
     """Members split evenly over as many devices as divide their number (None: one device).
+
+    With ``data_shards`` > 1 and a :func:`data_mesh`, the sharding over that mesh: members over
+    its ``members`` axis and, with ``shards_axis``, the leaves' second axis over ``data``.
 
     In a multi-process run (:mod:`.distributed`) every process takes the same number of its
     own devices, in process order, so process ``p`` holds a contiguous ``1/P`` of the members.
     """
+    mesh = data_mesh(num_members, data_shards)
+    if mesh is not None:
+        spec = ("members", "data") if shards_axis else ("members",)
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
     processes = jax.process_count()
     if processes == 1:
         chosen = jax.devices()[: devices_for(num_members, len(jax.devices()))]

@@ -37,7 +37,7 @@ import numpy as np
 import pgkit
 from pgkit import plot, stats
 from pgkit.experiment import devices, distributed, memory, presets, registry, store
-from pgkit.recipe import ConfigError, options_of, validate
+from pgkit.recipe import DATA_AXIS, ConfigError, options_of, validate
 
 __all__ = [
     "NonFiniteError",
@@ -171,14 +171,30 @@ def _label(setting, sweep) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def programs(recipe_module: types.ModuleType, config, env_name: str, chunk: int):
+def built(recipe_module: types.ModuleType, config, env_name: str):
+    """``recipe_module.make(config, env_name)``, once per (recipe, config, env)."""
+    return recipe_module.make(config, env_name)
+
+
+def programs(recipe_module: types.ModuleType, config, env_name: str, chunk: int, num_members: int = 1):
     """``(recipe, init, chunk_fn)``: the jitted programs the driver runs, once per (recipe, config, env, chunk).
 
     ``init = jit(vmap(recipe.init))`` over members; ``chunk_fn = jit(vmap(scan(recipe.update,
     chunk)))``, which donates its state. Turns on :func:`devices.use_unrolled_threefry` first.
+    A data-parallel recipe (``recipe.data_shards`` D > 1) runs each member's D shards under
+    the axis :data:`pgkit.recipe.DATA_AXIS`: vmapped on one device, or, where
+    :func:`devices.data_mesh` has D devices per member, one shard per device under
+    ``shard_map`` (the mesh depends on ``num_members``).
     """
     devices.use_unrolled_threefry()  # same random numbers, faster compiles
-    recipe = recipe_module.make(config, env_name)
+    shards = built(recipe_module, config, env_name).data_shards
+    return _programs(recipe_module, config, env_name, chunk, num_members if shards > 1 else 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(recipe_module: types.ModuleType, config, env_name: str, chunk: int, num_members: int):
+    recipe = built(recipe_module, config, env_name)
+    shards = recipe.data_shards
 
     def run_chunk(state, hparams):
         return jax.lax.scan(lambda s, _: recipe.update(s, hparams), state, None, length=chunk)
@@ -187,9 +203,26 @@ def programs(recipe_module: types.ModuleType, config, env_name: str, chunk: int)
         state = recipe.init(key, hparams)
         return jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype) if eqx.is_array(x) else x, state)
 
-    init = jax.jit(jax.vmap(strongly_typed_init))
-    chunk_fn = jax.jit(jax.vmap(run_chunk), donate_argnums=0)
-    return recipe, init, chunk_fn
+    if shards == 1:
+        init = jax.jit(jax.vmap(strongly_typed_init))
+        return recipe, init, jax.jit(jax.vmap(run_chunk), donate_argnums=0)
+    # every shard of a member starts from the member's key; the recipe tells its shards apart
+    init = jax.jit(jax.vmap(jax.vmap(strongly_typed_init, in_axes=(None, None), axis_size=shards, axis_name=DATA_AXIS)))
+    mesh = devices.data_mesh(num_members, shards)
+    if mesh is None:  # the shards of a member share its device
+        chunk_fn = jax.vmap(jax.vmap(run_chunk, in_axes=(0, None), axis_name=DATA_AXIS))
+        return recipe, init, jax.jit(chunk_fn, donate_argnums=0)
+
+    def on_device(state, hparams):  # one shard of each of this device's members
+        state, metrics = jax.vmap(run_chunk)(jax.tree.map(lambda x: x[:, 0], state), hparams)
+        return jax.tree.map(lambda x: x[:, None], (state, metrics))
+
+    split, members = (jax.sharding.PartitionSpec(*axes) for axes in (("members", "data"), ("members",)))
+    # check_vma off: what the shards average (pmean) is the same in each, and stays in their carry as such
+    chunk_fn = jax.shard_map(on_device, mesh=mesh, in_specs=(split, members), out_specs=(split, split), check_vma=False)
+    shardings = [jax.sharding.NamedSharding(mesh, spec) for spec in (split, members)]
+    return recipe, init, jax.jit(chunk_fn, in_shardings=tuple(shardings), out_shardings=(shardings[0],) * 2,
+                                 donate_argnums=0)
 
 
 def _finite(tree) -> jax.Array:
@@ -211,20 +244,27 @@ def replay_program(recipe_module: types.ModuleType, config, env_name: str, chunk
     ``replay(state, hparams) -> (state, good)``: from the state a chunk started with, apply
     updates while the update's metrics and new state are finite; ``good`` counts those applied,
     so the member diverged at update ``start + good``. Run only when a member diverged (the
-    select it does on every leaf costs a copy of the state per update).
+    select it does on every leaf costs a copy of the state per update). The shards of a
+    data-parallel member (vmapped here) stop together, at the first shard's first non-finite update.
     """
-    recipe = programs(recipe_module, config, env_name, chunk)[0]
+    recipe = built(recipe_module, config, env_name)
+    shards = recipe.data_shards
 
     def replay(state, hparams):
         def body(carry, i):
             state, good = carry
             new, metrics = recipe.update(state, hparams)
             ok = (good == i) & _finite(metrics) & _finite(new)  # every update before it was applied
+            if shards > 1:
+                ok = jax.lax.pmin(ok.astype(jnp.int32), DATA_AXIS).astype(bool)
             return (jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state), good + ok.astype(jnp.int32)), None
 
         (state, good), _ = jax.lax.scan(body, (state, jnp.int32(0)), jnp.arange(chunk, dtype=jnp.int32))
         return state, good
 
+    if shards > 1:
+        member_replay = jax.vmap(replay, in_axes=(0, None), axis_name=DATA_AXIS)
+        return jax.jit(jax.vmap(lambda state, hparams: (lambda r: (r[0], r[1][0]))(member_replay(state, hparams))))
     return jax.jit(jax.vmap(replay))
 
 
@@ -272,6 +312,9 @@ class Run:
             raise ConfigError(f"option 'seeds' must be >= 1, got {self.seeds}")
         probe = self.module.make(self.config, spec["env"])  # validates env and config
         self.num_updates = probe.num_updates
+        self.data_shards = probe.data_shards
+        if self.data_shards > 1 and distributed.is_multiprocess():
+            raise ConfigError(f"option 'data_shards': {self.data_shards} shards in a multi-process run are not supported yet")
         if self.num_updates < 1:
             raise ConfigError(
                 f"the run is shorter than one update ({probe.env_steps_per_update} env steps); raise 'total_steps'"
@@ -290,14 +333,14 @@ class Run:
         hparams = jax.tree.map(
             lambda *xs: jnp.repeat(jnp.asarray(xs, dtype=jnp.float32), self.seeds), *self.settings
         )
-        return devices.shard_members((keys, hparams), self.num_members)
+        return devices.shard_members((keys, hparams), self.num_members, self.data_shards)
 
     def labels(self) -> list[str]:
         return [_label(setting, self.sweep) for setting in self.settings]
 
     def functions(self, length: int):
         """``(recipe, init, chunk_fn)`` for chunks of ``length`` updates (see :func:`programs`)."""
-        return programs(self.module, self.config, self.spec["env"], length)
+        return programs(self.module, self.config, self.spec["env"], length, self.num_members)
 
     def read_checkpoint(self, template):
         """``(state, record)``: the newest whole checkpoint of this run, shaped as ``template``.
@@ -324,7 +367,7 @@ class Run:
             raise ConfigError(
                 f"the {self.spec['recipe']!r} state does not fit the device's integers ({error}): lower its size options"
             ) from None
-        sharding = devices.member_sharding(self.num_members)
+        sharding = devices.member_sharding(self.num_members, self.data_shards)
         used = sorted(sharding.addressable_devices, key=lambda d: d.id) if sharding is not None else jax.devices()[:1]
         keep_host = not self.halt_on_nonfinite or self.run_dir is not None
         return memory.check_fits(
@@ -342,10 +385,18 @@ class Run:
             return None
         _, init, _ = self.functions(self.chunk)
         length = min(self.chunk, self.num_updates - start)
-        return length, _compile_in_background(self.functions(length)[2], init, keys, member_hparams, self.num_members)
+        return length, _compile_in_background(
+            self.functions(length)[2], init, keys, member_hparams, self.num_members, self.data_shards
+        )
+
+    def place_state(self, state):
+        """``state`` (host or device) placed over the devices as the chunk program takes it."""
+        return devices.shard_members(state, self.num_members, self.data_shards, shards_axis=True)
 
 
-def _compile_in_background(chunk_fn, init, keys, member_hparams, num_members: int) -> concurrent.futures.Future:
+def _compile_in_background(
+    chunk_fn, init, keys, member_hparams, num_members: int, data_shards: int = 1
+) -> concurrent.futures.Future:
     """Compile ``chunk_fn`` for the state ``init`` will return, on a thread; returns the future program.
 
     Lowering needs only the state's shapes (``eval_shape`` of the init) and runs here, on the
@@ -353,7 +404,7 @@ def _compile_in_background(chunk_fn, init, keys, member_hparams, num_members: in
     compiles and runs the init, using a second core. The benchmarks time the same path.
     """
     shapes = jax.eval_shape(init, keys, member_hparams)
-    sharding = devices.member_sharding(num_members)
+    sharding = devices.member_sharding(num_members, data_shards, shards_axis=True)
     if sharding is not None:
         shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
     lowered = chunk_fn.lower(shapes, member_hparams)
@@ -486,7 +537,7 @@ def train(
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; use 'pgkit resume {run_dir}' or another --out")
     callbacks = _callbacks(on_chunk)
     run = Run(spec, run_dir, log or (lambda _: None), module)
-    spec["devices"] = devices.devices_used(run.num_members)  # results are reproducible per device count
+    spec["devices"] = devices.devices_used(run.num_members, run.data_shards)  # results are reproducible per device count
     spec["processes"] = jax.process_count()  # over every process's devices (pgkit.experiment.distributed)
     spec["xla_cpu_threads"] = devices.xla_cpu_threads()  # and per thread count of XLA's CPU pool (TRPO)
     keys, member_hparams = run.member_inputs()
@@ -496,7 +547,7 @@ def train(
         store.write_config(run_dir, spec)
     t_compile = time.perf_counter()
     first_chunk = run.compile_first_chunk(keys, member_hparams, 0)
-    state = devices.shard_members(init(keys, member_hparams), run.num_members)
+    state = run.place_state(init(keys, member_hparams))
     return _loop(run, state, member_hparams, start=0, metrics=None, stop_after_chunks=stop_after_chunks,
                  first_chunk=first_chunk, t_compile=t_compile, diverged={}, callbacks=callbacks)
 
@@ -525,7 +576,7 @@ def resume(
     if recipe is not None and run.writes:  # the recipe's new place, for the next resume or eval
         spec["recipe_source"] = registry.recipe_source(run.module)
         store.write_config(run_dir, spec)
-    used = devices.devices_used(run.num_members)
+    used = devices.devices_used(run.num_members, run.data_shards)
     if spec.get("devices", used) != used:
         warnings.warn(
             f"run {str(run_dir)!r} was started with its members on {spec['devices']} device(s) and resumes on "
@@ -573,9 +624,9 @@ def resume(
     t_compile = time.perf_counter()
     first_chunk = run.compile_first_chunk(keys, member_hparams, start)
     if state is None:  # interrupted before the first checkpoint: start over
-        state = devices.shard_members(init(keys, member_hparams), run.num_members)
+        state = run.place_state(init(keys, member_hparams))
     else:
-        state = devices.shard_members(jax.device_put(state), run.num_members)
+        state = run.place_state(jax.device_put(state))
     return _loop(run, state, member_hparams, start=start, metrics=metrics, stop_after_chunks=stop_after_chunks,
                  first_chunk=first_chunk, t_compile=t_compile, diverged=diverged, callbacks=callbacks)
 
@@ -673,7 +724,9 @@ def _run_chunks(
     run.log(
         f"pgkit: {run.spec['recipe']} on {run.spec['env']}: {len(run.settings)} setting(s) x {run.seeds} seed(s), "
         f"{total_steps:,} env steps each, {run.num_updates} updates in chunks of {run.chunk}, "
-        f"members on {devices.devices_used(run.num_members)} of {len(jax.devices())} {jax.default_backend()} device(s)"
+        f"members on {devices.devices_used(run.num_members, run.data_shards)} of {len(jax.devices())} "
+        f"{jax.default_backend()} device(s)"
+        + (f", {run.data_shards} data shards per member" if run.data_shards > 1 else "")
         + distributed.describe()
         + (f", {threads} XLA CPU thread(s)" if threads else "")
     )
@@ -688,7 +741,7 @@ def _run_chunks(
         program = compiled[length]
         # outputs may come back with other (equivalent) shardings than the program was compiled for
         state = jax.device_put(state, program.input_shardings[0][0])
-        return length, time.perf_counter(), program(state, member_hparams)
+        return length, time.perf_counter(), program(state, jax.device_put(member_hparams, program.input_shardings[0][1]))
 
     def more(u, chunks):
         return u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks)
@@ -702,7 +755,7 @@ def _run_chunks(
         end = chunk_end
         if new:  # replay the chunk from its start: each new member stops before its first non-finite update
             replayed, good = replay_program(run.module, run.config, run.spec["env"], length)(
-                devices.shard_members(jax.device_put(chunk_start), run.num_members), member_hparams
+                run.place_state(jax.device_put(chunk_start)), member_hparams
             )
             replayed, good = distributed.host_copy((replayed, good), "the replay of diverged members")
             for m in new:
@@ -736,6 +789,8 @@ def _run_chunks(
             length, t0, (state, chunk_metrics) = in_flight
             _wait(chunk_metrics)
             chunk_metrics = distributed.host_copy(chunk_metrics, "the chunk's metrics")
+            if run.data_shards > 1:  # [M, D, L]: the shards' metrics are equal; shard 0's
+                chunk_metrics = {k: v[:, 0] for k, v in chunk_metrics.items()}
             chunk_metrics = {k: np.array(v, dtype=np.float64) for k, v in chunk_metrics.items()}
             dt = time.perf_counter() - t0
             if run.halt_on_nonfinite:
@@ -793,7 +848,7 @@ def _run_chunks(
                 run.log(f"stopped by {name}: {kept}")
                 raise Interrupted(signum, f"stopped by {name}: {kept}")
     if diverged:  # the returned state holds each diverged member as frozen
-        state = devices.shard_members(jax.device_put(host_state), run.num_members)
+        state = run.place_state(jax.device_put(host_state))
     metrics = {k: np.concatenate([c[k] for c in collected], axis=1) for k in collected[0]} if collected else {}
     summary = []
     if u >= run.num_updates and metrics:

@@ -43,6 +43,8 @@ def evaluate(
     recipe, init, _ = run.functions(run.chunk)
     state, record = run.read_checkpoint(jax.eval_shape(init, keys, member_hparams))
     diverged = {int(m): int(u) for m, u in record.get("diverged", [])}
+    if recipe.data_shards > 1:  # the shards of a member hold the same policy: shard 0's state
+        state = jax.tree.map(lambda x: x[:, 0], state)
     eval_env = recipe.env.with_num_envs(episodes)
     max_steps = int(eval_env.env_params.max_steps_in_episode)
 
