@@ -32,6 +32,8 @@ __all__ = [
     "ConfigError",
     "DATA_AXIS",
     "Recipe",
+    "shard_mean",
+    "shard_key",
     "option",
     "hyperparameters",
     "options_of",
@@ -47,6 +49,25 @@ class ConfigError(ValueError):
 
 
 DATA_AXIS = "data"  # the named axis over which a data-parallel recipe's shards of one member average
+
+
+def shard_mean(tree, data_shards: int):
+    """The mean over a member's data shards (``jax.lax.pmean`` over :data:`DATA_AXIS`) of every leaf.
+
+    With ``data_shards`` 1 it returns ``tree`` untouched. Call it where every shard must agree:
+    on gradients before the optimiser step, on statistics that decide (a KL early stop), on
+    reported metrics.
+    """
+    return jax.lax.pmean(tree, DATA_AXIS) if data_shards > 1 else tree
+
+
+def shard_key(key, data_shards: int):
+    """This shard's own key, ``fold_in(key, shard index)``, for its environments and minibatches.
+
+    With ``data_shards`` 1 it returns ``key``, so a recipe's one-shard random numbers are those
+    it drew before it had shards.
+    """
+    return jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS)) if data_shards > 1 else key
 
 
 class Recipe(NamedTuple):

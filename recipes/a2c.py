@@ -41,7 +41,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, recurrent, rollout
-from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import DATA_AXIS, ConfigError, Recipe, hyperparameters, option, shard_key, shard_mean
 
 NAME = "a2c"
 DESCRIPTION = "Synchronous advantage actor-critic: n-step or GAE advantages, shared or separate networks, RMSProp/Adam"
@@ -68,6 +68,10 @@ class Config:
         choices=("mlp", "gru", "lstm"),
     )
     cell_size: int = option(64, "units of the recurrent cell (policy=gru|lstm)", positive=True)
+    data_shards: int = option(
+        1, "split each seed's environments into this many shards, one per device where there are enough, "
+        "gradients and statistics averaged over them (data-parallel; docs/distributed.md)", positive=True,
+    )
 
 
 @hyperparameters
@@ -161,8 +165,16 @@ def make(config: Config, env_name: str) -> Recipe:
     is_recurrent = config.policy != "mlp"
     if is_recurrent and config.shared:
         raise ConfigError(f"option 'shared' must be False for policy={config.policy!r} (separate recurrent actor and critic)")
-    env = envs.make(env_name, num_envs=config.num_envs, normalize_observations=config.normalize_observations)
+    shards = config.data_shards
+    if shards > 1 and config.num_envs % shards:
+        raise ConfigError(f"option 'data_shards': {shards} must divide num_envs={config.num_envs}")
+    if shards > 1 and (is_recurrent or config.normalize_observations):
+        raise ConfigError(
+            f"option 'data_shards': {shards} shards need policy='mlp' and normalize_observations=false (not yet shared)"
+        )
+    env = envs.make(env_name, num_envs=config.num_envs // shards, normalize_observations=config.normalize_observations)
     batch_size = config.num_envs * config.num_steps
+    shard_batch = batch_size // shards  # what one shard holds
     num_updates = config.total_steps // batch_size
 
     def optimizer(hp: HParams):
@@ -198,7 +210,7 @@ def make(config: Config, env_name: str) -> Recipe:
         else:
             actor = nn.policy_for(env, log_std_init=config.log_std_init, key=actor_key, **net)
             model = SeparateActorCritic(actor, nn.ValueCritic(env.observation_size, key=critic_key, **net))
-        env_state, obs = env.reset(env_key)
+        env_state, obs = env.reset(shard_key(env_key, shards))
         opt_state = optimizer(hp).init(eqx.filter(model, eqx.is_array))
         return State(model, opt_state, env_state, obs, key, jnp.int32(0), jnp.float32(0.0), hidden)
 
@@ -212,8 +224,8 @@ def make(config: Config, env_name: str) -> Recipe:
         return dist.log_prob(action), dist.entropy()
 
     def loss_fn(model, traj, advantages, targets, hp: HParams, initial_hidden=None):
-        obs = traj.obs.reshape((batch_size, -1))
-        actions = traj.actions.reshape((batch_size,) + traj.actions.shape[2:])
+        obs = traj.obs.reshape((shard_batch, -1))
+        actions = traj.actions.reshape((shard_batch,) + traj.actions.shape[2:])
         if is_recurrent:  # replay the rollout from its initial hidden states, then every step as for the MLP
             params, values = recurrent.actor_critic_replay(
                 model.actor, model.critic, traj.obs, traj.dones, initial_hidden, fresh_hidden(model)
@@ -224,11 +236,11 @@ def make(config: Config, env_name: str) -> Recipe:
         else:
             log_probs, entropy = jax.vmap(log_prob_and_entropy, in_axes=(None, 0, 0))(model, obs, actions)
             values = jax.vmap(model.value)(obs)
-        advantages = advantages.reshape(batch_size)
-        if config.normalize_advantages:
-            advantages = pgkit.normalized_advantages(advantages)
+        advantages = advantages.reshape(shard_batch)
+        if config.normalize_advantages:  # over the whole batch, all its shards together
+            advantages = pgkit.normalized_advantages(advantages, axis_name=DATA_AXIS if shards > 1 else None)
         policy_loss = pgkit.score_function_loss(log_probs, advantages)
-        value_loss = pgkit.value_loss(values, targets.reshape(batch_size))
+        value_loss = pgkit.value_loss(values, targets.reshape(shard_batch))
         loss = policy_loss.mean() + hp.vf_coef * value_loss.mean() - hp.ent_coef * entropy.mean()
         return loss, {"policy_loss": policy_loss.mean(), "value_loss": value_loss.mean(), "entropy": entropy.mean()}
 
@@ -256,7 +268,7 @@ def make(config: Config, env_name: str) -> Recipe:
             traj, initial_hidden = batch.trajectory, batch.initial_hidden
         else:
             env_state, obs, traj = rollout.rollout(
-                rollout_key, env, state.env_state, state.obs, act_fn,
+                shard_key(rollout_key, shards), env, state.env_state, state.obs, act_fn,
                 num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(model.value),
             )
         if config.advantages == "n_step":
@@ -269,12 +281,14 @@ def make(config: Config, env_name: str) -> Recipe:
                 traj.rewards, traj.discounts, traj.dones, traj.values, traj.next_values, lambda_=hp.gae_lambda
             )
         grads, stats = jax.grad(loss_fn, has_aux=True)(model, traj, advantages, targets, hp, initial_hidden)
+        grads, stats = shard_mean((grads, stats), shards)  # every shard takes the same step
         updates, opt_state = optimizer(hp).update(grads, state.opt_state)
         model = optax.apply_updates(model, updates)
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
+        last_return = shard_mean(last_return, shards)
         stats["episode_return"] = last_return
-        stats["episodes"] = episodes.astype(jnp.float32)
-        stats["advantage"] = advantages.mean()
+        stats["episodes"] = shard_mean(episodes.astype(jnp.float32), shards) * shards
+        stats["advantage"] = shard_mean(advantages.mean(), shards)
         new_state = State(model, opt_state, env_state, obs, key, state.step + 1, last_return, hidden)
         return new_state, stats
 
@@ -288,4 +302,4 @@ def make(config: Config, env_name: str) -> Recipe:
             )
         return nn.greedy_action(jax.vmap(state.model)(obs), discrete=env.discrete)
 
-    return Recipe(init, update, act, env, batch_size, num_updates)
+    return Recipe(init, update, act, env, batch_size, num_updates, shards)

@@ -41,7 +41,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, recurrent, rollout
-from pgkit.recipe import DATA_AXIS, ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import DATA_AXIS, ConfigError, Recipe, hyperparameters, option, shard_key, shard_mean
 
 NAME = "ppo"
 DESCRIPTION = "Proximal Policy Optimization: clipped or adaptive-KL surrogate, GAE, minibatch epochs"
@@ -146,14 +146,6 @@ def make(config: Config, env_name: str) -> Recipe:
     num_updates = config.total_steps // batch_size
     minibatch_size = batch_size // config.minibatches
     shard_batch, shard_minibatch = batch_size // shards, minibatch_size // shards  # what one shard holds
-
-    def across_shards(tree):
-        """The mean over the data shards of a member (data_shards > 1; else ``tree``)."""
-        return jax.lax.pmean(tree, DATA_AXIS) if shards > 1 else tree
-
-    def shard_key(key):
-        """A key of this shard's own (its environments and minibatches); ``key`` with one shard."""
-        return jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS)) if shards > 1 else key
     total_opt_steps = max(num_updates * config.epochs * config.minibatches, 1)
 
     def optimizer(hp: HParams):
@@ -190,7 +182,7 @@ def make(config: Config, env_name: str) -> Recipe:
             critic = nn.ValueCritic(env.observation_size, key=critic_key, **net,
                                     **({} if image_shape is None else {"observation_shape": image_shape}))
         networks = Networks(actor, critic)
-        env_state, obs = env.reset(shard_key(env_key))
+        env_state, obs = env.reset(shard_key(env_key, shards))
         opt_state = optimizer(hp).init(eqx.filter(networks, eqx.is_array))
         return State(
             networks, opt_state, env_state, obs, key, jnp.int32(0), jnp.asarray(hp.kl_beta, jnp.float32), jnp.float32(0.0),
@@ -288,7 +280,7 @@ def make(config: Config, env_name: str) -> Recipe:
         def minibatch_step(carry, indices):
             networks, opt_state, *stopped = carry
             grads, stats = jax.grad(loss_fn, has_aux=True)(networks, minibatch(indices), state.beta, hp)
-            grads, stats = across_shards((grads, stats))  # every shard takes the same step
+            grads, stats = shard_mean((grads, stats), shards)  # every shard takes the same step
             updates, new_opt_state = optimizer(hp).update(grads, opt_state)
             new = (optax.apply_updates(networks, updates), new_opt_state)
             if config.kl_stop == "none":
@@ -318,13 +310,13 @@ def make(config: Config, env_name: str) -> Recipe:
         beta = state.beta
         if kl_terms is not None:
             old_params, new_dist = kl_terms
-            kl = across_shards(nn.policy_distribution(old_params, discrete=env.discrete).kl_divergence(new_dist).mean())
+            kl = shard_mean(nn.policy_distribution(old_params, discrete=env.discrete).kl_divergence(new_dist).mean(), shards)
             beta = pgkit.adaptive_kl_coefficient(beta, kl, target_kl=hp.target_kl)
             stats["kl"] = kl
             stats["beta"] = beta
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
-        stats["episode_return"] = across_shards(last_return)
-        stats["episodes"] = across_shards(episodes.astype(jnp.float32)) * shards
+        stats["episode_return"] = shard_mean(last_return, shards)
+        stats["episodes"] = shard_mean(episodes.astype(jnp.float32), shards) * shards
         return beta, stats
 
     def update(state: State, hp: HParams):
@@ -334,7 +326,7 @@ def make(config: Config, env_name: str) -> Recipe:
         actor, critic = state.networks
 
         env_state, obs, traj, gae = rollout.gae_rollout(
-            shard_key(rollout_key), env, state.env_state, state.obs, actor, critic,
+            shard_key(rollout_key, shards), env, state.env_state, state.obs, actor, critic,
             num_steps=config.num_steps, gamma=hp.gamma, lambda_=hp.gae_lambda,
         )
         flat = jax.tree.map(lambda x: x.reshape((shard_batch,) + x.shape[2:]), (traj, gae.advantages, gae.targets))
@@ -350,7 +342,7 @@ def make(config: Config, env_name: str) -> Recipe:
         networks, opt_state, step, stats = optimise(
             state, hp, minibatch,
             lambda key: jax.random.permutation(key, shard_batch).reshape(config.minibatches, shard_minibatch),
-            shard_key(perm_key),
+            shard_key(perm_key, shards),
         )
         kl_terms = (old_params, distribution(networks.actor, flat[0].obs)) if config.objective == "adaptive_kl" else None
         beta, stats = finish_stats(state, hp, stats, traj, kl_terms)
