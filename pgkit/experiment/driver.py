@@ -741,7 +741,10 @@ def _run_chunks(
         program = compiled[length]
         # outputs may come back with other (equivalent) shardings than the program was compiled for
         state = jax.device_put(state, program.input_shardings[0][0])
-        return length, time.perf_counter(), program(state, jax.device_put(member_hparams, program.input_shardings[0][1]))
+        hparams = member_hparams
+        if run.data_shards > 1:  # a shard_map program takes them replicated over the data devices
+            hparams = jax.device_put(member_hparams, program.input_shardings[0][1])
+        return length, time.perf_counter(), program(state, hparams)
 
     def more(u, chunks):
         return u < run.num_updates and (stop_after_chunks is None or chunks < stop_after_chunks)
