@@ -80,6 +80,8 @@ CASES = {
     "actor_critic/qac_expected": ("actor_critic", "CartPole-v1",
                                   ({"variant": "qac", "qac_baseline": "expected", "optimizer": "sgd"},
                                    {"lr": 1e-2, "critic_lr": 0.1}), 4, 200.0, completed_in_last(0.05)),
+    "a3c/vtrace_stale_cartpole": ("a3c", "CartPole-v1", ({"correction": "vtrace", "total_steps": 200_000}, {}), 4,
+                                  450.0, last_updates(200)),
     "lagged_vtrace/lag16": ("examples/lagged_vtrace.py", "CartPole-v1", ({"lag": 16}, {}), 4, 350.0, last_updates(20)),
 }
 

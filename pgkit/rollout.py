@@ -177,7 +177,7 @@ def rollout(
     return env_state, last_obs, trajectory
 
 
-def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
+def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool, per_env_keys: bool = False):
     """The ``act_fn`` of :func:`rollout` for a policy network and a value network.
 
     ``act_fn(key, obs [E, obs_size])`` returns (a ~ π(·|s), log π(a|s), V(s)) for the batch, with
@@ -191,6 +191,8 @@ def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
         actor: ``actor(obs [obs_size])`` -> logits ``[A]`` or ``(mean [A], log_std [A])``.
         critic: ``critic(obs [obs_size])`` -> V(s) ``[]``.
         discrete: static bool, which of the two the actor returns.
+        per_env_keys: static bool; True splits ``key`` into one key per environment and draws
+            each action from its own (A2C's and A3C's draws), False draws the batch from one.
 
     Returns:
         ``act_fn(key, obs) -> (actions [E] int32 or [E, A], log_probs [E], values [E])``.
@@ -212,7 +214,15 @@ def actor_critic_act_fn(actor: Callable, critic: Callable, *, discrete: bool):
         https://papers.nips.cc/paper/1786-actor-critic-algorithms
     """
 
+    def one_env(o, k):
+        if discrete:
+            return categorical_sample_and_log_prob(actor(o), key=k)
+        return policy_distribution(actor(o), discrete=False).sample_and_log_prob(seed=k)
+
     def act_fn(key, obs):
+        if per_env_keys:
+            actions, log_probs = jax.vmap(one_env)(obs, jax.random.split(key, obs.shape[0]))
+            return actions, log_probs, jax.vmap(critic)(obs)
         params = jax.vmap(actor)(obs)
         if discrete:
             actions, log_probs = categorical_sample_and_log_prob(params, key=key)

@@ -5,4 +5,4 @@ The folder is the repository's top-level ``recipes/``; ``pyproject.toml`` maps i
 protocol of ``pgkit.recipe`` and imports only pgkit, never another recipe.
 """
 
-BUILTIN = ("reinforce", "a2c", "actor_critic", "npg", "trpo", "ppo", "cem", "ddpg", "td3", "sac", "apg", "shac")
+BUILTIN = ("reinforce", "a2c", "a3c", "actor_critic", "npg", "trpo", "ppo", "cem", "ddpg", "td3", "sac", "apg", "shac")

@@ -248,15 +248,6 @@ def make(config: Config, env_name: str) -> Recipe:
         key, rollout_key = jax.random.split(state.key)
         model = state.model
 
-        def act_fn(key, obs):
-            keys = jax.random.split(key, obs.shape[0])
-            if env.discrete:  # the same draws as distrax's, without its validity check (per env step)
-                sample = lambda o, k: pgkit.categorical_sample_and_log_prob(model(o), key=k)  # noqa: E731
-            else:
-                sample = lambda o, k: model.distribution(o).sample_and_log_prob(seed=k)  # noqa: E731
-            actions, log_probs = jax.vmap(sample)(obs, keys)
-            return actions, log_probs, jax.vmap(model.value)(obs)
-
         hidden = initial_hidden = None
         if is_recurrent:
             env_state, obs, hidden, batch = recurrent.recurrent_rollout(
@@ -267,6 +258,7 @@ def make(config: Config, env_name: str) -> Recipe:
             )
             traj, initial_hidden = batch.trajectory, batch.initial_hidden
         else:
+            act_fn = rollout.actor_critic_act_fn(model, model.value, discrete=env.discrete, per_env_keys=True)
             env_state, obs, traj = rollout.rollout(
                 shard_key(rollout_key, shards), env, state.env_state, state.obs, act_fn,
                 num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(model.value),

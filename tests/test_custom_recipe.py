@@ -100,7 +100,7 @@ def test_a_moved_recipe_is_one_line_and_resume_takes_its_new_place(workdir, caps
         ("./missing.py", "recipe file '.*missing.py' not found"),
         ("nolab.nothing", "recipe module 'nolab.nothing' not found"),
         ("not_a_recipe.py", "is not a recipe: it lacks make, Config, HParams, DEFAULT_ENV"),
-        ("ppo2", "unknown recipe 'ppo2'; available: a2c, actor_critic"),
+        ("ppo2", "unknown recipe 'ppo2'; available: a2c, a3c, actor_critic"),
     ],
 )
 def test_what_is_not_a_recipe_is_one_line_and_exit_status_2(workdir, capsys, source, message):
