@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DATA_AXIS",
     "Recipe",
+    "ActorLearner",
     "shard_mean",
     "shard_key",
     "option",
@@ -89,6 +90,8 @@ class Recipe(NamedTuple):
         axis after the member axis, the metrics are shard 0's (the recipe makes them equal),
         and ``act`` gets shard 0's state. The driver places the shards on ``D`` devices when it
         has them (``shard_map``), else vmaps them on one, with the same arithmetic.
+      actor_learner: an :class:`ActorLearner` runs the recipe on free-running actor threads
+        (not bit-reproducible: arrival order varies); None (the default) runs ``update``.
     """
 
     init: Callable
@@ -98,6 +101,42 @@ class Recipe(NamedTuple):
     env_steps_per_update: int
     num_updates: int
     data_shards: int = 1
+    actor_learner: ActorLearner | None = None
+
+
+class ActorLearner(NamedTuple):
+    """A recipe's ``update`` split into an actor's half and the learner's half, to run free.
+
+    A recipe that sets ``Recipe.actor_learner`` is run by the driver with ``num_actors`` actor
+    threads and a learner (:mod:`pgkit.experiment.asynchronous`): each actor repeatedly takes the
+    latest parameters the learner has published, rolls out its own environments with them and
+    puts the trajectory on a queue of ``queue_size``; the learner applies one update per
+    trajectory it takes, in arrival order. ``Recipe.update`` stays the deterministic schedule the
+    halves are tested against; it is what ``pgkit.recipe`` recipes without this field run.
+    Functions are per member (the runner vmaps and jits them):
+
+    Attributes:
+      num_actors: actor threads, each owning one actor part of the state.
+      actor_part: ``(state, i) -> part``: actor ``i``'s own slice (its environments, its key).
+      act: ``(part, params, hparams) -> (part, trajectory)``: one rollout with ``params``.
+      learn: ``(state, params, trajectory, staleness, hparams) -> (state, metrics)``: one
+        update from a trajectory collected with ``params``, ``staleness`` (int32) updates old.
+      params: ``state -> params``: the parameters the actors act with.
+      with_actors: ``(state, parts) -> state``: the actors' parts written back (a list of A).
+      max_staleness: trajectories staler than this are dropped (``drop_stale``) or used.
+      drop_stale: whether to drop them.
+      queue_size: trajectories waiting at most; a full queue blocks the actors.
+    """
+
+    num_actors: int
+    actor_part: Callable
+    act: Callable
+    learn: Callable
+    params: Callable
+    with_actors: Callable
+    max_staleness: int
+    drop_stale: bool
+    queue_size: int
 
 
 def option(default, help: str, *, low=None, high=None, choices=None, positive=False):

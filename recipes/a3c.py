@@ -24,8 +24,11 @@ same data (tests/test_recipe_a3c.py). The staleness of each update is the metric
 ``staleness`` (its distribution over a run is in metrics.csv); ``rho`` is the mean clipped
 importance weight of the V-trace form. Parameters of the last ``max_staleness`` updates are kept
 in the state, so a run is a pure function of its key: it vmaps over seeds and settings, and is
-bit-reproducible, like every recipe (a free-running threaded form, whose arrival order varies
-from run to run, is not built yet). ``examples/lagged_vtrace.py`` is the other simulation: one
+bit-reproducible, like every recipe. ``mode=threads`` runs the same two halves (an actor's
+rollout, the learner's update) free: A actor threads and the learner, through a queue of
+``queue_size`` (:mod:`pgkit.experiment.asynchronous`); staleness is then what the threads' timing
+gives (not bit-reproducible), trajectories staler than ``max_staleness`` are used or dropped
+(``on_stale``). ``examples/lagged_vtrace.py`` is the other simulation: one
 actor whose copy is refreshed every ``lag`` updates, and the current parameters' gradient.
 
 Defaults: 4 actors x 8 environments x 8 steps (64 steps per update), staleness 3 (= A − 1,
@@ -46,7 +49,7 @@ import optax
 
 import pgkit
 from pgkit import envs, nn, rollout
-from pgkit.recipe import ConfigError, Recipe, hyperparameters, option
+from pgkit.recipe import ActorLearner, ConfigError, Recipe, hyperparameters, option
 
 NAME = "a3c"
 DESCRIPTION = "A3C: actor-learners whose n-step gradients arrive stale, uncorrected or V-trace-corrected"
@@ -72,6 +75,16 @@ class Config:
     activation: str = option("tanh", "hidden activation", choices=("tanh", "relu", "elu", "gelu", "silu"))
     anneal_lr: bool = option(True, "anneal the learning rate linearly to 0")
     log_std_init: float = option(0.0, "initial log-std of the Gaussian policy (continuous actions)")
+    mode: str = option(
+        "schedule", "schedule: the asynchrony as a fixed schedule in one pure program (bit-reproducible); threads: "
+        "free-running actor threads and a learner (arrival order varies: NOT bit-reproducible; staleness "
+        "as it comes, recorded in the metrics)", choices=("schedule", "threads"),
+    )
+    queue_size: int = option(2, "mode=threads: trajectories waiting for the learner at most", positive=True)
+    on_stale: str = option(
+        "use", "mode=threads: a trajectory more than max_staleness updates old is used or dropped",
+        choices=("use", "drop"),
+    )
 
 
 @hyperparameters
@@ -101,6 +114,14 @@ class State(NamedTuple):
     key: jax.Array
     step: jax.Array  # updates done (int32)
     last_return: jax.Array  # last known completed-episode return
+
+
+class ActorPart(NamedTuple):
+    """One actor's own slice: its environments, their observations, its key."""
+
+    env_state: Any
+    obs: jax.Array  # [E, obs_size]
+    key: jax.Array
 
 
 class Targets(NamedTuple):
@@ -145,7 +166,8 @@ def make(config: Config, env_name: str) -> Recipe:
     env = envs.make(env_name, num_envs=config.num_envs)
     steps_per_update = config.num_envs * config.num_steps
     num_updates = config.total_steps // steps_per_update
-    slots = config.max_staleness + 1
+    threads = config.mode == "threads"
+    slots = 1 if threads else config.max_staleness + 1  # threads: the actors hold their own copies
 
     def optimizer(hp: HParams):
         """Clip the gradient's global norm, then RMSProp at ``hp.lr`` (annealed linearly to 0 over the run)."""
@@ -176,22 +198,19 @@ def make(config: Config, env_name: str) -> Recipe:
         loss = policy_loss.mean() + hp.vf_coef * value_loss.mean() - hp.ent_coef * entropy.mean()
         return loss, {"policy_loss": policy_loss.mean(), "value_loss": value_loss.mean(), "entropy": entropy.mean()}
 
-    def update(state: State, hp: HParams):
-        key, rollout_key = jax.random.split(state.key)
-        u = state.step
-        ready = jnp.minimum(u, config.max_staleness)  # updates that have happened, up to the bound
-        if config.staleness == "fixed":
-            staleness = ready
-        else:
-            staleness = jax.random.randint(jax.random.fold_in(key, 0), (), 0, ready + 1)
-        actor_index = u % config.num_actors
-        behaviour, current = slot(state.history, staleness), slot(state.history, 0)
-        env_state_i = jax.tree.map(lambda x: x[actor_index], state.env_state)
+    def act_half(part: ActorPart, behaviour: Networks, hp: HParams):
+        """One actor's rollout of t_max steps with ``behaviour``: (its part after, the trajectory)."""
+        key, rollout_key = jax.random.split(part.key)
         act_fn = rollout.actor_critic_act_fn(behaviour.actor, behaviour.critic, discrete=env.discrete, per_env_keys=True)
-        env_state_i, obs_i, traj = rollout.rollout(
-            rollout_key, env, env_state_i, state.obs[actor_index], act_fn,
+        env_state, obs, traj = rollout.rollout(
+            rollout_key, env, part.env_state, part.obs, act_fn,
             num_steps=config.num_steps, gamma=hp.gamma, value_fn=jax.vmap(behaviour.critic),
         )
+        return ActorPart(env_state, obs, key), traj
+
+    def learn_half(state: State, behaviour: Networks, traj, staleness, hp: HParams):
+        """The learner's update from ``traj``, collected with ``behaviour`` (``staleness`` updates old)."""
+        current = slot(state.history, 0)
         estimates = learner_targets(config, current, traj, hp, discrete=env.discrete)
         # A3C: the actor's gradient with its own (stale) copy; V-trace: the learner's at θ_u
         at = behaviour if config.correction == "none" else current
@@ -201,18 +220,50 @@ def make(config: Config, env_name: str) -> Recipe:
         history = jax.tree.map(
             lambda h, n: jnp.concatenate([n[None], h[:-1]]) if eqx.is_array(h) else h, state.history, new
         )
-        env_state = jax.tree.map(lambda all_, one: all_.at[actor_index].set(one), state.env_state, env_state_i)
-        obs = state.obs.at[actor_index].set(obs_i)
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
         stats.update(
             episode_return=last_return, episodes=episodes.astype(jnp.float32),
-            staleness=staleness.astype(jnp.float32), rho=estimates.rho.mean(), advantage=estimates.advantages.mean(),
+            staleness=jnp.asarray(staleness, jnp.float32), rho=estimates.rho.mean(),
+            advantage=estimates.advantages.mean(),
         )
-        return State(history, opt_state, env_state, obs, key, u + 1, last_return), stats
+        return state._replace(history=history, opt_state=opt_state, step=state.step + 1, last_return=last_return), stats
+
+    def update(state: State, hp: HParams):
+        """The schedule: actor u mod A acts with θ_{u−s} and the learner applies its gradient."""
+        key = jax.random.split(state.key)[0]  # what act_half leaves in the part's key
+        u = state.step
+        ready = jnp.minimum(u, slots - 1)  # updates that have happened, up to the bound
+        if config.staleness == "fixed":
+            staleness = ready
+        else:
+            staleness = jax.random.randint(jax.random.fold_in(key, 0), (), 0, ready + 1)
+        actor_index = u % config.num_actors
+        behaviour = slot(state.history, staleness)
+        part = ActorPart(jax.tree.map(lambda x: x[actor_index], state.env_state), state.obs[actor_index], state.key)
+        part, traj = act_half(part, behaviour, hp)
+        state, stats = learn_half(state, behaviour, traj, staleness, hp)
+        env_state = jax.tree.map(lambda all_, one: all_.at[actor_index].set(one), state.env_state, part.env_state)
+        return state._replace(env_state=env_state, obs=state.obs.at[actor_index].set(part.obs), key=part.key), stats
+
+    def actor_part(state: State, i: int) -> ActorPart:
+        return ActorPart(jax.tree.map(lambda x: x[i], state.env_state), state.obs[i], jax.random.fold_in(state.key, i))
+
+    def with_actors(state: State, parts) -> State:
+        env_state = jax.tree.map(lambda *xs: jnp.stack(xs), *(p.env_state for p in parts))
+        obs = jnp.stack([p.obs for p in parts])  # the next chunk's actor keys: from a new state key
+        return state._replace(env_state=env_state, obs=obs, key=jax.random.fold_in(state.key, config.num_actors))
+
+    actor_learner = None
+    if threads:
+        actor_learner = ActorLearner(
+            num_actors=config.num_actors, actor_part=actor_part, act=act_half, learn=learn_half,
+            params=lambda state: slot(state.history, 0), with_actors=with_actors,
+            max_staleness=config.max_staleness, drop_stale=config.on_stale == "drop", queue_size=config.queue_size,
+        )
 
     def act(state: State, key, obs):
         """Greedy evaluation policy of the current θ: argmax (discrete) or the mean (continuous)."""
         del key
         return nn.greedy_action(jax.vmap(slot(state.history, 0).actor)(obs), discrete=env.discrete)
 
-    return Recipe(init, update, act, env, steps_per_update, num_updates)
+    return Recipe(init, update, act, env, steps_per_update, num_updates, actor_learner=actor_learner)

@@ -166,3 +166,23 @@ def test_vtrace_learns_cartpole_from_stale_data():
     final = result.metrics["episode_return"][:, -200:].mean(axis=1)
     assert np.all(result.metrics["staleness"][:, 3:] == 3.0)
     assert final.mean() >= 450.0, f"final returns {final}"
+
+
+def test_threads_mode_runs_through_the_driver_and_records_its_staleness(tmp_path):
+    """mode=threads: 2 actor threads, a queue of 1, stale data dropped beyond 2 updates; the run
+    finishes, checkpoints and resumes, every used update is at most 2 stale, and the runner's
+    bookkeeping (queue_wait, dropped) is in the metrics."""
+    config = {"mode": "threads", "num_actors": 2, "queue_size": 1, "max_staleness": 2, "on_stale": "drop",
+              "num_envs": 4, "num_steps": 8, "hidden_sizes": (16,), "total_steps": 4 * 8 * 40}
+    out = tmp_path / "run"
+    first = experiment.train("a3c", seeds=2, config=config, chunk=10, out=out, stop_after_chunks=2, log=None,
+                             preset=False)
+    assert first.metrics["staleness"].shape == (2, 20)
+    result = experiment.resume(out, log=None)
+    m = result.metrics
+    assert m["staleness"].shape == (2, 40)
+    for name, values in m.items():
+        assert np.all(np.isfinite(values)), name
+    assert np.all(m["staleness"] >= 0) and np.all(m["staleness"] <= 2)
+    assert np.all(m["queue_wait"] >= 0) and np.all(m["dropped"] >= 0)
+    np.testing.assert_array_equal(m["staleness"][0], m["staleness"][1])  # members move in lockstep

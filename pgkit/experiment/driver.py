@@ -36,7 +36,7 @@ import numpy as np
 
 import pgkit
 from pgkit import plot, stats
-from pgkit.experiment import devices, distributed, memory, presets, registry, store
+from pgkit.experiment import asynchronous, devices, distributed, memory, presets, registry, store
 from pgkit.recipe import DATA_AXIS, ConfigError, options_of, validate
 
 __all__ = [
@@ -313,6 +313,10 @@ class Run:
         probe = self.module.make(self.config, spec["env"])  # validates env and config
         self.num_updates = probe.num_updates
         self.data_shards = probe.data_shards
+        self.actor_learner = probe.actor_learner  # free-running actor threads (asynchronous.ThreadedChunks)
+        self._threaded: dict[int, asynchronous.ThreadedChunks] = {}
+        if self.actor_learner is not None and distributed.is_multiprocess():
+            raise ConfigError("a recipe with actor threads (mode=threads) runs in one process; multi-process is not supported yet")
         if self.data_shards > 1 and distributed.is_multiprocess():
             raise ConfigError(f"option 'data_shards': {self.data_shards} shards in a multi-process run are not supported yet")
         if self.num_updates < 1:
@@ -381,13 +385,19 @@ class Run:
 
         Returns the chunk's length and the future program, or None when no chunk is left to run.
         """
-        if start >= self.num_updates:
+        if start >= self.num_updates or self.actor_learner is not None:  # threads compile as they first run
             return None
         _, init, _ = self.functions(self.chunk)
         length = min(self.chunk, self.num_updates - start)
         return length, _compile_in_background(
             self.functions(length)[2], init, keys, member_hparams, self.num_members, self.data_shards
         )
+
+    def threaded_chunk(self, length: int) -> asynchronous.ThreadedChunks:
+        """The actor-thread runner of ``length`` updates (one per length: its programs compile once)."""
+        if length not in self._threaded:
+            self._threaded[length] = asynchronous.ThreadedChunks(self.actor_learner, length)
+        return self._threaded[length]
 
     def place_state(self, state):
         """``state`` (host or device) placed over the devices as the chunk program takes it."""
@@ -735,6 +745,8 @@ def _run_chunks(
     def launch(u, state):
         """Dispatch the chunk starting at update ``u``; returns (length, start time, (state, metrics)) at once."""
         length = min(run.chunk, run.num_updates - u)
+        if run.actor_learner is not None:  # actor threads and the learner: returns when the chunk is done
+            return length, time.perf_counter(), run.threaded_chunk(length)(state, member_hparams)
         if length not in compiled:
             fn = chunk_fn if length == run.chunk else run.functions(length)[2]
             compiled[length] = fn.lower(state, member_hparams).compile()
