@@ -95,6 +95,7 @@ class ThreadedChunks:
         wall = time.perf_counter()
         for thread in threads:
             thread.start()
+        members = jax.tree.leaves(hparams)[0].shape[0]
         collected, learning, done = [], 0.0, 0
         dropped = dropped_total = 0  # since the last update, in the chunk
         try:
@@ -122,7 +123,6 @@ class ThreadedChunks:
                 with lock:
                     published["params"], published["version"] = new_params, done
                 metrics = dict(metrics)
-                members = jax.tree.leaves(hparams)[0].shape[0]
                 metrics["queue_wait"] = np.full((members,), waited, np.float32)
                 metrics["dropped"] = np.full((members,), dropped, np.float32)
                 collected.append(metrics)
