@@ -155,6 +155,29 @@ def test_actor_critic_act_fn_draws_as_distrax_and_evaluates_the_critic():
         assert got[1].shape == got[2].shape == (5,)
 
 
+def test_actor_critic_act_fn_with_per_env_keys_draws_each_environment_from_its_own_key():
+    # Oracle: distrax per example, environment i drawn with split(key, E)[i]
+    obs = jax.random.normal(jax.random.key(3), (5, 4))
+    critic = nn.ValueCritic(4, hidden_sizes=(8,), key=jax.random.key(4))
+    categorical = nn.CategoricalPolicy(4, 3, hidden_sizes=(8,), key=jax.random.key(6))
+    gaussian = nn.GaussianPolicy(4, 2, hidden_sizes=(8,), log_std_init=-0.5, key=jax.random.key(7))
+    key = jax.random.key(5)
+    keys = jax.random.split(key, 5)
+    for actor, discrete in ((categorical, True), (gaussian, False)):
+        def one(o, k, actor=actor, discrete=discrete):
+            out = actor(o)
+            dist = distrax.Categorical(logits=out) if discrete else distrax.MultivariateNormalDiag(out[0], jnp.exp(out[1]))
+            return dist.sample_and_log_prob(seed=k)
+
+        actions, log_probs = zip(*(one(obs[i], keys[i]) for i in range(5)))
+        got = jax.jit(rollout.actor_critic_act_fn(actor, critic, discrete=discrete, per_env_keys=True))(key, obs)
+        np.testing.assert_allclose(got[0], np.stack(actions), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got[1], np.stack(log_probs), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got[2], jax.vmap(critic)(obs), rtol=1e-6)
+        one_key = jax.jit(rollout.actor_critic_act_fn(actor, critic, discrete=discrete))(key, obs)
+        assert not np.array_equal(got[0], one_key[0]), "per-environment keys should give other draws"
+
+
 def test_bad_arguments_raise(result):
     obs0, env_state, _, _ = result
     with pytest.raises(ValueError, match="num_steps"):
