@@ -110,17 +110,19 @@ class ActorLearner(NamedTuple):
     A recipe that sets ``Recipe.actor_learner`` is run by the driver with ``num_actors`` actor
     threads and a learner (:mod:`pgkit.experiment.asynchronous`): each actor repeatedly takes the
     latest parameters the learner has published, rolls out its own environments with them and
-    puts the trajectory on a queue of ``queue_size``; the learner applies one update per
-    trajectory it takes, in arrival order. ``Recipe.update`` stays the deterministic schedule the
+    puts the message on a queue of ``queue_size``; the learner applies one update per
+    message it takes, in arrival order. ``Recipe.update`` stays the deterministic schedule the
     halves are tested against; it is what ``pgkit.recipe`` recipes without this field run.
     Functions are per member (the runner vmaps and jits them):
 
     Attributes:
       num_actors: actor threads, each owning one actor part of the state.
       actor_part: ``(state, i) -> part``: actor ``i``'s own slice (its environments, its key).
-      act: ``(part, params, hparams) -> (part, trajectory)``: one rollout with ``params``.
-      learn: ``(state, params, trajectory, staleness, hparams) -> (state, metrics)``: one
-        update from a trajectory collected with ``params``, ``staleness`` (int32) updates old.
+      act: ``(part, params, hparams) -> (part, message)``: one rollout with ``params``; the
+        message is the trajectory, or what the actor computed from it (A3C: its gradient too,
+        so the actors' threads take the gradients' cost and the learner only applies them).
+      learn: ``(state, params, message, staleness, hparams) -> (state, metrics)``: one
+        update from a message made with ``params``, ``staleness`` (int32) updates old.
       params: ``state -> params``: the parameters the actors act with.
       with_actors: ``(state, parts) -> state``: the actors' parts written back (a list of A).
       max_staleness: trajectories staler than this are dropped (``drop_stale``) or used.

@@ -208,25 +208,32 @@ def make(config: Config, env_name: str) -> Recipe:
         )
         return ActorPart(env_state, obs, key), traj
 
-    def learn_half(state: State, behaviour: Networks, traj, staleness, hp: HParams):
-        """The learner's update from ``traj``, collected with ``behaviour`` (``staleness`` updates old)."""
-        current = slot(state.history, 0)
+    def gradient(at: Networks, current: Networks, traj, hp: HParams):
+        """The loss gradient at ``at`` for ``traj`` (targets from :func:`learner_targets` with ``current``)."""
         estimates = learner_targets(config, current, traj, hp, discrete=env.discrete)
-        # A3C: the actor's gradient with its own (stale) copy; V-trace: the learner's at θ_u
-        at = behaviour if config.correction == "none" else current
         grads, stats = jax.grad(loss_fn, has_aux=True)(at, traj, estimates, hp)
+        return grads, dict(stats, rho=estimates.rho.mean(), advantage=estimates.advantages.mean())
+
+    def apply_gradient(state: State, traj, grads, stats, staleness, hp: HParams):
+        """θ_{u+1} = θ_u + the RMSProp step of ``grads``; the history shifts by one slot."""
+        current = slot(state.history, 0)
         updates, opt_state = optimizer(hp).update(grads, state.opt_state)
         new = optax.apply_updates(current, updates)
         history = jax.tree.map(
             lambda h, n: jnp.concatenate([n[None], h[:-1]]) if eqx.is_array(h) else h, state.history, new
         )
         last_return, episodes = rollout.latest_episode_return(traj, state.last_return)
-        stats.update(
-            episode_return=last_return, episodes=episodes.astype(jnp.float32),
-            staleness=jnp.asarray(staleness, jnp.float32), rho=estimates.rho.mean(),
-            advantage=estimates.advantages.mean(),
-        )
+        stats = dict(stats, episode_return=last_return, episodes=episodes.astype(jnp.float32),
+                     staleness=jnp.asarray(staleness, jnp.float32))
         return state._replace(history=history, opt_state=opt_state, step=state.step + 1, last_return=last_return), stats
+
+    def learn_half(state: State, behaviour: Networks, traj, staleness, hp: HParams):
+        """The learner's update from ``traj``, collected with ``behaviour`` (``staleness`` updates old)."""
+        current = slot(state.history, 0)
+        # A3C: the actor's gradient with its own (stale) copy; V-trace: the learner's at θ_u
+        at = behaviour if config.correction == "none" else current
+        grads, stats = gradient(at, current, traj, hp)
+        return apply_gradient(state, traj, grads, stats, staleness, hp)
 
     def update(state: State, hp: HParams):
         """The schedule: actor u mod A acts with θ_{u−s} and the learner applies its gradient."""
@@ -253,10 +260,21 @@ def make(config: Config, env_name: str) -> Recipe:
         obs = jnp.stack([p.obs for p in parts])  # the next chunk's actor keys: from a new state key
         return state._replace(env_state=env_state, obs=obs, key=jax.random.fold_in(state.key, config.num_actors))
 
+    def act_and_gradient(part: ActorPart, behaviour: Networks, hp: HParams):
+        """A3C's actor-learner: its rollout and the gradient with its own copy (n-step targets need no θ_u)."""
+        part, traj = act_half(part, behaviour, hp)
+        return part, (traj, *gradient(behaviour, behaviour, traj, hp))
+
+    def learn_from_gradient(state: State, behaviour: Networks, message, staleness, hp: HParams):
+        del behaviour  # the gradient was taken with it already
+        return apply_gradient(state, *message, staleness, hp)
+
     actor_learner = None
-    if threads:
+    if threads:  # A3C: the actors compute the gradients, the learner applies them; V-trace: the learner does both
         actor_learner = ActorLearner(
-            num_actors=config.num_actors, actor_part=actor_part, act=act_half, learn=learn_half,
+            num_actors=config.num_actors, actor_part=actor_part,
+            act=act_and_gradient if config.correction == "none" else act_half,
+            learn=learn_from_gradient if config.correction == "none" else learn_half,
             params=lambda state: slot(state.history, 0), with_actors=with_actors,
             max_staleness=config.max_staleness, drop_stale=config.on_stale == "drop", queue_size=config.queue_size,
         )

@@ -186,3 +186,28 @@ def test_threads_mode_runs_through_the_driver_and_records_its_staleness(tmp_path
     assert np.all(m["staleness"] >= 0) and np.all(m["staleness"] <= 2)
     assert np.all(m["queue_wait"] >= 0) and np.all(m["dropped"] >= 0)
     np.testing.assert_array_equal(m["staleness"][0], m["staleness"][1])  # members move in lockstep
+
+
+def test_threads_halves_are_the_schedules_update():
+    """mode=threads' actor and learner halves (A3C: the gradient on the actor's side) give the
+    schedule's update: two actors, actor 1 acting with 1-update-old parameters, the same state,
+    part and key; parameters, optimiser state and metrics equal to 1e-6."""
+    tiny = {"num_envs": 4, "num_steps": 8, "hidden_sizes": (16, 16), "total_steps": 4 * 8 * 10,
+            "num_actors": 2, "max_staleness": 1, "correction": "none"}  # vtrace's threads run act_half, learn_half
+    schedule = a3c.make(a3c.Config(**tiny), ENV)
+    threads = a3c.make(a3c.Config(mode="threads", **tiny), ENV).actor_learner
+    assert threads is not None and schedule.actor_learner is None
+    hp = f32(a3c.HParams())
+    state, _ = jax.jit(schedule.update)(schedule.init(jax.random.PRNGKey(5), hp), hp)  # update 0: actor 0
+    expected, expected_metrics = jax.jit(schedule.update)(state, hp)  # update 1: actor 1 with θ_0, learner at θ_1
+    behaviour = jax.tree.map(lambda x: x[1], state.history)
+    part = a3c.ActorPart(jax.tree.map(lambda x: x[1], state.env_state), state.obs[1], state.key)
+    part, message = jax.jit(threads.act)(part, behaviour, hp)
+    alone = state._replace(history=jax.tree.map(lambda x: x[:1], state.history))  # threads keep one slot
+    got, got_metrics = jax.jit(threads.learn)(alone, behaviour, message, jnp.int32(1), hp)
+    for a, b in zip(leaves((threads.params(got), got.opt_state)), leaves((current(expected), expected.opt_state))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(part.obs), np.asarray(expected.obs[1]))
+    assert set(got_metrics) == set(expected_metrics)
+    for name in expected_metrics:
+        np.testing.assert_allclose(got_metrics[name], expected_metrics[name], rtol=1e-6, atol=1e-6, err_msg=name)

@@ -5,22 +5,23 @@ the driver's compiled chunk programs):
 
     every actor thread i = 0..A-1, until the learner has done L updates:
         (params, version) <- the latest the learner published
-        part_i, trajectory <- act(part_i, params)           (all members at once, vmapped)
-        put (i, version, params, trajectory) on the queue   (blocks while it holds queue_size)
+        part_i, message <- act(part_i, params)           (a rollout, and what the recipe's actor
+                                                         computes from it; all members, vmapped)
+        put (i, version, params, message) on the queue  (blocks while it holds queue_size)
     the learner (the calling thread), until L updates are done:
         take the oldest item; staleness = updates done - version
         staleness > max_staleness and drop_stale: drop it
-        else: state, metrics <- learn(state, params, trajectory, staleness); publish params(state)
+        else: state, metrics <- learn(state, params, message, staleness); publish params(state)
     stop the actors (a rollout under way finishes; what is still queued is dropped), write their
     parts back into the state
 
 The chunk's end state is consistent (the learner's state with every actor's environments as
 they are), so the driver checkpoints and resumes it as any state; a resumed run restarts the
-actors with the current parameters. Which trajectory arrives when depends on the threads'
+actors with the current parameters. Which message arrives when depends on the threads'
 timing, so runs are not bit-reproducible. Each update's metrics gain ``staleness`` (from the
-recipe), ``queue_wait`` (seconds the learner waited for the trajectory) and ``dropped`` (items
+recipe), ``queue_wait`` (seconds the learner waited for the message) and ``dropped`` (items
 dropped since the previous update); :attr:`ThreadedChunks.timing` keeps the last chunk's utilisation: the
-fraction of the wall time each actor spent in rollouts and the learner in updates.
+fraction of the wall time each actor spent acting and the learner in updates.
 
 JAX releases the interpreter lock while a compiled program runs, so the actors' rollouts and the
 learner's updates run at the same time on the CPU's cores or on separate devices.
@@ -57,7 +58,12 @@ class ThreadedChunks:
         self.spec, self.length = spec, length
         self._part = jax.jit(jax.vmap(spec.actor_part, in_axes=(0, None)), static_argnums=1)
         self._act = jax.jit(jax.vmap(spec.act))
-        self._learn = jax.jit(jax.vmap(spec.learn, in_axes=(0, 0, 0, None, 0)))
+
+        def learn(state, params, message, staleness, hparams):  # and the parameters to publish: one dispatch
+            state, metrics = spec.learn(state, params, message, staleness, hparams)
+            return state, metrics, spec.params(state)
+
+        self._learn = jax.jit(jax.vmap(learn, in_axes=(0, 0, 0, None, 0)))
         self._params = jax.jit(jax.vmap(spec.params))
         self._with_actors = jax.jit(jax.vmap(spec.with_actors))
         self.timing: dict = {}
@@ -78,11 +84,11 @@ class ThreadedChunks:
                     with lock:
                         params, version = published["params"], published["version"]
                     start = time.perf_counter()
-                    parts[i], trajectory = jax.block_until_ready(self._act(parts[i], params, hparams))
+                    parts[i], message = jax.block_until_ready(self._act(parts[i], params, hparams))
                     busy[i] += time.perf_counter() - start
                     while not stop.is_set():
                         try:
-                            items.put((i, version, params, trajectory), timeout=_POLL)
+                            items.put((i, version, params, message), timeout=_POLL)
                             break
                         except queue.Full:
                             pass
@@ -110,14 +116,14 @@ class ThreadedChunks:
                     except queue.Empty:
                         pass
                 waited = time.perf_counter() - waited
-                _, version, params, trajectory = item
+                _, version, params, message = item
                 staleness = done - version
                 if spec.drop_stale and staleness > spec.max_staleness:
                     dropped, dropped_total = dropped + 1, dropped_total + 1
                     continue
                 start = time.perf_counter()
-                state, metrics = self._learn(state, params, trajectory, jnp.int32(staleness), hparams)
-                new_params = jax.block_until_ready(self._params(state))
+                state, metrics, new_params = self._learn(state, params, message, np.int32(staleness), hparams)
+                jax.block_until_ready(new_params)
                 learning += time.perf_counter() - start
                 done += 1
                 with lock:
