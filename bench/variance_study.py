@@ -778,8 +778,8 @@ def _interpretation(result: Result) -> str:
                 for b in ("mean", "optimal scalar", "optimal per-param")]
     zs = [rows[c.lower].bias_z for c in in_batch]
     parts.append(
-        f"- **In-batch against fixed baselines** (beyond the notes). Computing the baseline from the "
-        f"batch's own episodes gives "
+        "- **In-batch against fixed baselines** (beyond the notes). Computing the baseline from the "
+        "batch's own episodes gives "
         + ", ".join(f"{c.lower.split(' − ')[1].replace(' (batch)', '')} {_fmt(c)} ({c.verdict})" for c in in_batch)
         + " relative to the same baseline fixed in advance. With b = mean of the batch the estimate is "
         "(1/B) Σ_i (g_i − ḡ) R_i: it also subtracts the batch's mean score ḡ, whose expectation is 0, "

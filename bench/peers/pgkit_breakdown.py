@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from pgkit import experiment, nn, rollout  # noqa: E402
 
@@ -128,7 +127,7 @@ def experiments(num_seeds: int, updates: int, repeats: int) -> dict:
         return fn
 
     def pgkit_step(key, state):
-        env_state, obs = state.env_state, state.obs
+        env_state = state.env_state
         a_key, s_key = jax.random.split(key)
         actions = jax.random.randint(a_key, (E,), 0, 2)
         env_state, step = env.step(s_key, env_state, actions)
