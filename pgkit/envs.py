@@ -38,7 +38,7 @@ import numpy as np
 from gymnax.environments import spaces
 from jaxtyping import Array, Bool, Float, Int
 
-from pgkit import tabular_envs
+from pgkit import brax_envs, tabular_envs
 
 __all__ = [
     "EnvStep",
@@ -185,7 +185,10 @@ class EnvStep(NamedTuple):
 
 
 def available_envs() -> list[str]:
-    """Names accepted by :func:`make`: gymnax's registered environments, then those of ``pgkit.tabular_envs``.
+    """Names accepted by :func:`make`: gymnax's environments, ``pgkit.tabular_envs``'s, then Brax's (``TASK-brax``).
+
+    Brax's (``pgkit.brax_envs``) are listed whether or not Brax is installed: building one
+    without it raises ``ImportError`` naming the extra (``pip install 'pgkit[brax]'``).
 
     Returns:
         A list of environment names.
@@ -194,7 +197,7 @@ def available_envs() -> list[str]:
         >>> "CartPole-v1" in pgkit.envs.available_envs()
         True
     """
-    return list(gymnax.registered_envs) + list(tabular_envs.registered_envs)
+    return list(gymnax.registered_envs) + list(tabular_envs.registered_envs) + list(brax_envs.registered_envs)
 
 
 def observed_name(name: str, observe) -> str:
@@ -560,8 +563,9 @@ def make(
     """Build a :class:`VecEnv` of ``num_envs`` copies of the gymnax environment ``name``.
 
     Args:
-        name: a gymnax environment name, or one of ``pgkit.tabular_envs`` (see
-            :func:`available_envs`).
+        name: a gymnax environment name, one of ``pgkit.tabular_envs``, or a Brax task
+            ``TASK-brax`` (``pgkit.brax_envs``; needs ``pip install 'pgkit[brax]'``); see
+            :func:`available_envs`.
         num_envs: E, the number of parallel copies (static int ≥ 1).
         normalize_observations: normalise observations by running mean / std (clipped to
             ±``clip_observations``).
@@ -598,6 +602,7 @@ def make(
             or an unsupported action space.
         ValueError: ``transition_gradients=True`` for an environment that is not differentiable.
         EnvUnavailableError: gymnax could not fetch the data the environment is made from.
+        ImportError: a Brax environment without Brax installed (the message names the extra).
 
     Example:
         >>> env = pgkit.envs.make("Pendulum-v1", num_envs=2)
@@ -614,7 +619,12 @@ def make(
         )
     _check_num_envs(num_envs)
     try:
-        build = tabular_envs.make if name in tabular_envs.registered_envs else gymnax.make
+        if name in tabular_envs.registered_envs:
+            build = tabular_envs.make
+        elif name in brax_envs.registered_envs:
+            build = brax_envs.make
+        else:
+            build = gymnax.make
         env, params = build(name, **env_kwargs)
     except OSError as error:  # urllib's URLError and socket errors are OSErrors
         raise EnvUnavailableError(
