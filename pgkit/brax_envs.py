@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-__all__ = ["BraxEnvironment", "BraxParams", "BraxState", "make", "registered_envs"]
+__all__ = ["BraxEnvironment", "BraxParams", "BraxState", "make", "registered_envs", "require"]
 
 _TASKS = (
     "ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_pendulum",
@@ -100,6 +100,17 @@ class BraxEnvironment(environment.Environment):
         return spaces.Box(-jnp.inf, jnp.inf, (self.brax_env.observation_size,), jnp.float32)
 
 
+def require(name: str):
+    """``brax.envs``, imported; ``ImportError`` naming the extra (``pgkit[brax]``) for ``name`` without it."""
+    try:
+        from brax import envs as brax_envs
+    except ImportError as error:
+        raise ImportError(
+            f"environment {name!r} needs Brax, which is not installed ({error}): pip install 'pgkit[brax]'"
+        ) from None
+    return brax_envs
+
+
 def make(name: str, *, backend: str | None = None, **brax_kwargs: Any):
     """Build the Brax task ``name`` (``TASK-brax``) and its default parameters, as ``gymnax.make`` does.
 
@@ -118,12 +129,7 @@ def make(name: str, *, backend: str | None = None, **brax_kwargs: Any):
     """
     if name not in registered_envs:
         raise ValueError(f"name must be one of the Brax environments {list(registered_envs)}, got {name!r}")
-    try:
-        from brax import envs as brax_envs
-    except ImportError as error:
-        raise ImportError(
-            f"environment {name!r} needs Brax, which is not installed ({error}): pip install 'pgkit[brax]'"
-        ) from None
+    brax_envs = require(name)
     task = name[: -len(SUFFIX)]
     if backend is not None:
         brax_kwargs["backend"] = backend

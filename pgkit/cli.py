@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> None:
-    from pgkit import envs
+    from pgkit import brax_envs, envs
 
     module = experiment.load_recipe(args.recipe)
     env = args.env or module.DEFAULT_ENV
@@ -146,11 +146,11 @@ def _train(args) -> None:
         raise ConfigError(f"option '--env': {error}") from None
     if base not in envs.available_envs():
         raise ConfigError(f"unknown environment {base!r}; available: {', '.join(envs.available_envs())}")
-    if base.endswith("-brax"):  # pgkit.brax_envs: an optional dependency
+    if base in brax_envs.registered_envs:  # an optional dependency
         try:
-            import brax.envs  # noqa: F401
-        except ImportError:
-            raise ConfigError(f"option '--env': {base!r} needs Brax, which is not installed: pip install 'pgkit[brax]'") from None
+            brax_envs.require(base)
+        except ImportError as error:
+            raise ConfigError(f"option '--env': {error}") from None
     if args.observe is not None:
         try:
             observe = [int(part) for part in args.observe.split(",")]
