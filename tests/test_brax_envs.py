@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgkit import brax_envs, envs
+from pgkit import brax_envs, cli, envs
 
 brax = pytest.importorskip("brax.envs")
 
@@ -93,3 +93,12 @@ def test_a_missing_brax_is_one_line_naming_the_extra(monkeypatch):
         envs.make("hopper-brax", num_envs=1)
     with pytest.raises(ValueError, match="one of the Brax environments"):
         brax_envs.make("cartpole-brax")
+
+
+def test_pgkit_train_without_brax_exits_2_with_one_line(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "brax", None)
+    assert cli.main(["train", "ppo", "--env", "hopper-brax", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "option '--env'" in err[0] and "pip install 'pgkit[brax]'" in err[0], err
