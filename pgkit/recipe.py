@@ -198,10 +198,10 @@ def parse_option(cls, name: str, text: str):
         if kind is float:
             return float(text)
         if typing.get_origin(kind) is tuple:
-            return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+            return tuple(int(v) for v in text.strip("()[] ").replace("x", ",").split(",") if v.strip())
         return str(text)
     except ValueError:
-        expected = getattr(kind, "__name__", str(kind))
+        expected = "integers, as 64,64 or 64x64" if typing.get_origin(kind) is tuple else getattr(kind, "__name__", str(kind))
         raise ConfigError(f"option {name!r} expects {expected}, got {text!r}") from None
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import pgkit
-from pgkit import cli
+from pgkit import cli, recipe
 
 SMALL = ["--set", "num_envs=4", "--set", "num_steps=32", "--set", "epochs=2", "--set", "minibatches=2"]
 
@@ -75,6 +75,7 @@ def test_members_and_threads_are_read_before_jax_starts(tmp_path):
         (["train", "ppo", "--set", "nope=1"], "unknown option 'nope'"),
         (["train", "ppo", "--set", "epochs=two"], "option 'epochs' expects int"),
         (["train", "ppo", "--set", "lr=fast"], "option 'lr' expects float"),
+        (["train", "ppo", "--set", "hidden_sizes=wide"], "option 'hidden_sizes' expects integers, as 64,64 or 64x64"),
         (["train", "ppo", "--set", "gamma=2"], "option 'gamma' must be"),
         (["train", "ppo", "--set", "objective=trust"], "option 'objective' must be one of clip, adaptive_kl"),
         (["train", "ppo", "--set", "lr"], "--set expects NAME=VALUE"),
@@ -115,3 +116,11 @@ def test_observe_trains_on_the_listed_components(tmp_path, capsys):
     code, _, err = run(argv, capsys)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["env"] == "CartPole-v1[0,2]"
+
+
+def test_a_tuple_option_reads_commas_x_and_brackets():
+    from pgkit.recipes import ppo
+
+    for text in ("64,32", "64x32", "(64,32)", "[64, 32]"):
+        assert recipe.parse_option(ppo.Config, "hidden_sizes", text) == (64, 32), text
+    assert recipe.parse_option(ppo.Config, "hidden_sizes", "()") == ()
