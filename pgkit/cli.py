@@ -237,6 +237,8 @@ def _list(args) -> None:
     if not args.recipe:
         print("recipes: " + ", ".join(names) + " (or your own: a .py file or a dotted module path)")
         print("environments: " + ", ".join(envs.available_envs()))
+        for env, reason in presets.environments_without_preset().items():
+            print(f"  no preset for {env}: {reason}")
     for recipe in names:
         module = experiment.load_recipe(recipe)
         description = getattr(module, "DESCRIPTION", None) or (module.__doc__ or "").strip().partition("\n")[0]

@@ -42,6 +42,16 @@ def test_every_builtin_preset_names_real_options_and_builds(preset):
     assert presets.lookup(module, preset.env) == preset
 
 
+def test_every_environment_has_a_preset_or_a_stated_reason_and_not_both(capsys):
+    covered = {preset.env for preset in zoo.selected_presets()}
+    without = presets.environments_without_preset()
+    assert not covered & set(without), "an environment with a preset listed as without one"
+    assert set(envs.available_envs()) - covered == set(without), "every environment: a preset, or why none"
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert f"  no preset for SimpleBandit-bsuite: {without['SimpleBandit-bsuite']}" in out
+
+
 def test_train_applies_the_preset_under_the_callers_options_and_records_it(own_recipe, tmp_path):
     lines = []
     result = experiment.train(
@@ -124,8 +134,9 @@ def test_zoo_table_lists_every_row_with_its_interval_and_plot(tmp_path):
         {"preset": "td3/X", "steps": 1000, "mean": None, "mean_low": None, "mean_high": None,
          "seconds": 3.0, "reference": "", "plot": "zoo/td3-X.png"},
     ]
-    zoo.write_table(tmp_path / "zoo.md", rows, quick=False, seeds=8)
+    zoo.write_table(tmp_path / "zoo.md", rows, quick=False, seeds=8, without={"Y-v0": "cannot be learned"})
     text = (tmp_path / "zoo.md").read_text()
+    assert "- Y-v0: cannot be learned" in text
     assert "| ppo/Pendulum-v1 | 300,000 | -180.2 [-200.5, -160.0] | 95 s | SB3 zoo PPO: -172 |" in text
     assert "| td3/X | 1,000 | every seed diverged | 3 s | - |" in text
     assert "![ppo/Pendulum-v1](zoo/ppo-Pendulum-v1.png)" in text

@@ -26,9 +26,19 @@ from typing import NamedTuple
 from pgkit.experiment import registry
 from pgkit.recipe import ConfigError, options_of
 
-__all__ = ["PRESETS_FILE", "Preset", "builtin_presets", "lookup", "presets_of", "split_options"]
+__all__ = [
+    "NO_PRESET",
+    "PRESETS_FILE",
+    "Preset",
+    "builtin_presets",
+    "environments_without_preset",
+    "lookup",
+    "presets_of",
+    "split_options",
+]
 
 PRESETS_FILE = Path(__file__).with_name("presets.toml")
+NO_PRESET = "no-preset"  # the table of presets.toml that says why an environment has no preset (not a recipe name)
 
 
 class Preset(NamedTuple):
@@ -53,15 +63,30 @@ class Preset(NamedTuple):
         return f"{self.recipe}/{self.env}"
 
 
+def _table() -> dict:
+    try:
+        return tomllib.loads(PRESETS_FILE.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read the presets file {str(PRESETS_FILE)!r}: {error}") from None
+
+
+def environments_without_preset() -> dict[str, str]:
+    """``{env: reason}``: the environments of ``pgkit list`` that no built-in preset covers, and why
+    (the ``[no-preset]`` table of :data:`PRESETS_FILE`: an environment no policy can learn, one that
+    cannot be built offline, one too slow to tune on a CPU)."""
+    reasons = _table().get(NO_PRESET, {})
+    if not all(isinstance(reason, str) and reason for reason in reasons.values()):
+        raise ConfigError(f"[{NO_PRESET}] in {PRESETS_FILE.name}: each environment needs a reason string")
+    return dict(reasons)
+
+
 @functools.cache
 def builtin_presets() -> dict[str, dict[str, Preset]]:
     """``{recipe: {env: Preset}}`` read from :data:`PRESETS_FILE` (a ConfigError if it is malformed)."""
-    try:
-        table = tomllib.loads(PRESETS_FILE.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"cannot read the presets file {str(PRESETS_FILE)!r}: {error}") from None
     presets = {}
-    for recipe, envs in table.items():
+    for recipe, envs in _table().items():
+        if recipe == NO_PRESET:
+            continue
         presets[recipe] = {}
         for env, entry in envs.items():
             unknown = set(entry) - {"set", "tuned", "reference"}

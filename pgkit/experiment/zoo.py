@@ -94,7 +94,7 @@ def zoo(
             "plot": picture.relative_to(out).as_posix(),
         })
         log(f"  final return {_interval(rows[-1])} in {seconds:.0f} s")
-    write_table(out / "zoo.md", rows, quick=quick, seeds=seeds)
+    write_table(out / "zoo.md", rows, quick=quick, seeds=seeds, without=None if only else presets.environments_without_preset())
     log(f"wrote {out / 'zoo.md'}")
     return rows
 
@@ -112,8 +112,9 @@ def _interval(row: dict) -> str:
     return f"{row['mean']:.1f} [{row['mean_low']:.1f}, {row['mean_high']:.1f}]"
 
 
-def write_table(path: Path, rows: list[dict], *, quick: bool, seeds: int) -> None:
-    """Write the zoo's markdown table (and each preset's plot link) to ``path``."""
+def write_table(path: Path, rows: list[dict], *, quick: bool, seeds: int, without: dict[str, str] | None = None) -> None:
+    """Write the zoo's markdown table (and each preset's plot link) to ``path``; ``without``
+    (``{env: reason}``) lists the environments no preset covers."""
     machine = f"{platform.processor() or platform.machine()}, {devices.xla_cpu_threads()} XLA threads, {jax.default_backend()}"
     lines = [
         "# pgkit zoo: every preset's result" + (" (quick check: 2 updates, not results)" if quick else ""),
@@ -132,6 +133,10 @@ def write_table(path: Path, rows: list[dict], *, quick: bool, seeds: int) -> Non
             f"| {row['preset']} | {row['steps']:,} | {_interval(row)} | {row['seconds']:.0f} s | {row['reference'] or '-'} |"
         )
     lines.append("")
+    if without:
+        lines += ["Environments without a preset:", ""]
+        lines += [f"- {env}: {reason}" for env, reason in without.items()]
+        lines.append("")
     for row in rows:
         lines += [f"## {row['preset']}", "", f"![{row['preset']}]({row['plot']})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
