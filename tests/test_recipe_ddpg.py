@@ -120,7 +120,7 @@ def test_learning_starts_counts_all_environments_and_one_update_may_fill_a_minib
     ddpg.make(ddpg.Config(learning_starts=0, num_envs=8, num_steps=2, batch_size=16), "Pendulum-v1")
     # the driver checks at build time, before compiling anything
     with pytest.raises(experiment.ConfigError, match="'learning_starts' must be >= batch_size=256, got 100"):
-        experiment.train("ddpg", seeds=1, config={"learning_starts": 100}, log=None)
+        experiment.train("ddpg", seeds=1, config={"learning_starts": 100}, log=None, preset=False)
 
 
 def test_fractional_update_ratio_that_gives_whole_steps_is_accepted():

@@ -188,3 +188,10 @@ def test_invalid_configuration_names_the_option():
         trpo.make(trpo.Config(num_envs=3, num_steps=5, critic_minibatches=2), "CartPole-v1")
     with pytest.raises(experiment.ConfigError, match="backtrack_ratio"):
         validate(trpo.HParams(backtrack_ratio=1.5))
+
+
+def test_the_pendulum_preset_is_the_documented_configuration():
+    from pgkit.experiment import presets
+
+    preset = presets.lookup(experiment.load_recipe("trpo"), "Pendulum-v1")
+    assert preset.options == {**trpo.PENDULUM_CONFIG, **trpo.PENDULUM_HPARAMS}
