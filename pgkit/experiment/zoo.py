@@ -5,7 +5,7 @@ program and writes ``OUT/zoo.md`` (a row per preset: final return mean with its 
 interval, environment steps, whole wall time on this machine, and a published figure where one
 exists) and ``OUT/zoo/RECIPE-ENV.png`` (the learning curve)::
 
-    pgkit zoo --out docs                   # docs/zoo.md and docs/zoo/*.png (about an hour on 2 cores)
+    pgkit zoo --out docs                   # docs/zoo.md and docs/zoo/*.png (about 30 minutes on 2 cores)
     pgkit zoo --quick --out /tmp/zoo       # every preset, 2 seeds, 2 updates: a check that each runs
     pgkit zoo --only ppo/Pendulum-v1 --only sac/Pendulum-v1
 
