@@ -6,6 +6,7 @@ import pytest
 
 import pgkit
 from pgkit import cli, recipe
+from pgkit.recipes import ppo
 
 SMALL = ["--set", "num_envs=4", "--set", "num_steps=32", "--set", "epochs=2", "--set", "minibatches=2"]
 
@@ -119,8 +120,6 @@ def test_observe_trains_on_the_listed_components(tmp_path, capsys):
 
 
 def test_a_tuple_option_reads_commas_x_and_brackets():
-    from pgkit.recipes import ppo
-
     for text in ("64,32", "64x32", "(64,32)", "[64, 32]"):
         assert recipe.parse_option(ppo.Config, "hidden_sizes", text) == (64, 32), text
     assert recipe.parse_option(ppo.Config, "hidden_sizes", "()") == ()

@@ -2,7 +2,9 @@
 
 The built-in recipes' presets are data, in ``pgkit/experiment/presets.toml`` (one table per
 recipe and environment, with the sweep that tuned it); a researcher's own recipe may carry its
-own as a module attribute ``PRESETS = {"Pendulum-v1": {"lr": 1e-3, "num_envs": 8}}``.
+own as a module attribute ``PRESETS = {"Pendulum-v1": {"lr": 1e-3, "num_envs": 8}}``. The
+file's ``[no-preset]`` table says why the environments without a built-in preset have none
+(:func:`environments_without_preset`; ``pgkit list`` prints it).
 
 ``pgkit.experiment.train`` looks up the run's environment (the exact name, so
 ``CartPole-v1[0,2]`` has presets of its own), takes the preset's values as the defaults, and lets
