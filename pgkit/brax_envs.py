@@ -87,8 +87,8 @@ class BraxEnvironment(environment.Environment):
     def step_env(self, key: jax.Array, state: BraxState, action: jax.Array, params: BraxParams):
         del key  # Brax's dynamics are deterministic
         brax_state = self.brax_env.step(state.brax, jnp.asarray(action, jnp.float32))
-        terminated = brax_state.done > 0.5
-        return brax_state.obs, BraxState(time=state.time + 1, brax=brax_state), brax_state.reward, terminated, {}
+        state = BraxState(time=state.time + 1, brax=brax_state)
+        return brax_state.obs, state, brax_state.reward, self.is_terminated(state, params), {}
 
     def is_terminated(self, state: BraxState, params: BraxParams) -> jax.Array:
         return state.brax.done > 0.5
