@@ -737,14 +737,20 @@ def test_natural_gradient_step_takes_a_given_direction_and_vmaps():
         pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02, direction={"a": direction})
     with pytest.raises(ValueError, match="line_search"):
         pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=0.02, line_search=1)
-    # vmap over radii equals one call per radius
+    # vmap over radii equals one call per radius. The true KL is 1.5x the quadratic model, so the
+    # full step (model KL = max_kl) is rejected and the first backtrack (KL 0.375 max_kl) accepted:
+    # no candidate sits on the boundary, where rounding alone would decide acceptance.
+    wider_kl = lambda p: 1.5 * kl_fn(p)  # noqa: E731
     radii = jnp.array([0.01, 0.04])
-    batched = jax.vmap(lambda d: pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=d,
-                                                             cg_iterations=4, line_search=True).params)(radii)
+
+    def step(radius):
+        return pgkit.natural_gradient_step(surrogate_fn, wider_kl, jnp.zeros(4), fvp, max_kl=radius, cg_iterations=4,
+                                           line_search=True)
+
+    batched = jax.vmap(step)(radii)
+    np.testing.assert_array_equal(batched.num_backtracks, 1)
     for i, radius in enumerate(radii):
-        single = pgkit.natural_gradient_step(surrogate_fn, kl_fn, jnp.zeros(4), fvp, max_kl=radius, cg_iterations=4,
-                                             line_search=True).params
-        np.testing.assert_allclose(batched[i], single, rtol=1e-6)
+        np.testing.assert_allclose(batched.params[i], step(radius).params, rtol=1e-6)
 
 
 def test_natural_gradient_step_jit_equals_eager_without_retracing_and_checks_cg_iterations():
