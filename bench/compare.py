@@ -13,6 +13,13 @@ bench/peers/common.py.
     python bench/compare.py                         # every workload, full budgets: long
     python bench/compare.py --workloads ppo-cartpole --seeds 1 8 32 --repeats 3
     python bench/compare.py --from-json bench/results/a.json bench/results/b.json   # table only
+    python bench/compare.py --one-device            # PPO CartPole at 1, 8, 32 seeds, pgkit and rejax on one device
+
+``--one-device`` runs every framework with ``XLA_FLAGS=--xla_force_host_platform_device_count=1``
+(pgkit then keeps one CPU device, as a GPU is one device) and checks the per-device targets:
+pgkit/rejax >= 1.3 in env-steps/s at every seed count, and pgkit's whole-process time (Python
+start, imports, compilation, training and the evaluations between chunks) <= 0.7x rejax's at one
+seed.
 
 Stable-Baselines3 is slow: it runs a reduced number of steps (``sb3_steps``) at the seed
 counts up to --sb3-max-seeds, seeds one after the other; its steps/s is still comparable,
@@ -50,6 +57,8 @@ FULL = {
     "td3-pendulum": dict(seeds=[1, 8], steps=20_000, sb3_steps=5_000),
     "ddpg-pendulum": dict(seeds=[1, 8], steps=20_000, sb3_steps=5_000),
 }
+ONE_DEVICE = {"ppo-cartpole": dict(seeds=[1, 8, 32], steps=500_000, sb3_steps=50_000)}
+ONE_DEVICE_FLAGS = "--xla_force_host_platform_device_count=1"
 QUICK = {
     "ppo-cartpole": dict(seeds=[1, 8], steps=51_200, sb3_steps=10_240),
     "sac-pendulum": dict(seeds=[1], steps=3_000, sb3_steps=2_000),
@@ -69,21 +78,26 @@ def machine() -> dict:
                 loadavg=list(os.getloadavg()), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
-def run_one(python: str, framework: str, spec: dict, timeout: float) -> dict | None:
+def run_one(python: str, framework: str, spec: dict, timeout: float, xla_flags: str | None = None) -> dict | None:
+    """One measurement in a fresh process; its result gains ``process_seconds`` (the whole process's wall time)."""
     script = HERE / "peers" / f"{framework}_runner.py"
     cmd = [str(python), str(script), "--spec", json.dumps(spec)]
     print(f"## {framework} {spec['workload']} seeds={spec['seeds']} steps={spec['steps']}", file=sys.stderr, flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if xla_flags:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    start = time.perf_counter()
     try:
         out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
         print(f"## {framework} timed out after {timeout:.0f} s", file=sys.stderr)
         return None
+    seconds = time.perf_counter() - start
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
         print(f"## {framework} failed (exit {out.returncode})", file=sys.stderr)
         return None
-    return json.loads(lines[-1][len("RESULT "):])
+    return {**json.loads(lines[-1][len("RESULT "):]), "process_seconds": seconds, "xla_flags": xla_flags}
 
 
 def combine(runs: list[dict]) -> dict:
@@ -92,7 +106,7 @@ def combine(runs: list[dict]) -> dict:
         return runs[0]
     out = dict(runs[0])
     for key in ("env_steps_per_second", "env_steps_per_cpu_second", "compile_seconds", "compile_cpu_seconds",
-                "final_return"):
+                "final_return", "process_seconds"):
         out[key] = statistics.median(r[key] for r in runs)
     reached = [r["time_to_threshold_seconds"] for r in runs]
     out["time_to_threshold_seconds"] = statistics.median(reached) if None not in reached else None
@@ -106,7 +120,7 @@ def fmt(value, spec="{:,.0f}", none="—"):
 
 
 def table(results: list[dict]) -> str:
-    head = ("| workload | seeds | framework | steps/seed | env-steps/s | env-steps/CPU-s | compile s | "
+    head = ("| workload | seeds | framework | steps/seed | env-steps/s | env-steps/CPU-s | compile s | process s | "
             "time to threshold s | final return | pgkit/peer (wall) | pgkit/peer (CPU) |")
     rows = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     pgkit = {(r["workload"], r["seeds"]): r for r in results if r["framework"] == "pgkit"}
@@ -126,13 +140,37 @@ def table(results: list[dict]) -> str:
         rows.append(
             f"| {r['workload']} | {r['seeds']} | {name} {r['algorithm']} | {r['steps_per_seed']:,} | "
             f"{fmt(r['env_steps_per_second'])} | {fmt(r['env_steps_per_cpu_second'])} | "
-            f"{fmt(r['compile_seconds'], '{:.1f}')} | {thr} | {ret} | {ratio} | {ratio_cpu} |"
+            f"{fmt(r['compile_seconds'], '{:.1f}')} | {fmt(r.get('process_seconds'), '{:.1f}')} | {thr} | {ret} | "
+            f"{ratio} | {ratio_cpu} |"
         )
     return "\n".join(rows)
 
 
+def one_device_targets(results: list[dict]) -> list[str]:
+    """One device: pgkit/rejax >= 1.3 in env-steps/s at each seed count, and pgkit's whole-process
+    time <= 0.7x rejax's at one seed."""
+    by = {(r["workload"], r["seeds"], r["framework"]): r for r in results}
+    lines = []
+    for (workload, seeds, framework), p in sorted(by.items()):
+        q = by.get((workload, seeds, "rejax"))
+        if framework != "pgkit" or q is None:
+            continue
+        ratio = p["env_steps_per_second"] / q["env_steps_per_second"]
+        lines.append(f"- one device, {workload} @ {seeds} seeds, pgkit/rejax >= 1.3: {'MET' if ratio >= 1.3 else 'MISSED'} "
+                     f"(env-steps/s {ratio:.2f}; return {p['final_return']:.1f} vs {q['final_return']:.1f})")
+        if seeds == 1 and p.get("process_seconds") and q.get("process_seconds"):
+            time_ratio = p["process_seconds"] / q["process_seconds"]
+            lines.append(f"- one device, {workload} @ 1 seed, whole process pgkit/rejax <= 0.7: "
+                         f"{'MET' if time_ratio <= 0.7 else 'MISSED'} ({p['process_seconds']:.1f} s vs "
+                         f"{q['process_seconds']:.1f} s: {time_ratio:.2f})")
+    return lines
+
+
 def targets(results: list[dict]) -> list[str]:
-    """The issue's targets: pgkit/rejax >= 1.5 (PPO@32, SAC@8, return at least as high); pgkit/SB3 >= 30."""
+    """The issue's targets: pgkit/rejax >= 1.5 (PPO@32, SAC@8, return at least as high); pgkit/SB3 >= 30.
+    Results measured on one device (``--one-device``) are checked against its targets instead."""
+    if results and all(r.get("xla_flags") == ONE_DEVICE_FLAGS for r in results):
+        return one_device_targets(results)
     by = {(r["workload"], r["seeds"], r["framework"]): r for r in results}
     lines = []
     for workload, seeds in (("ppo-cartpole", 32), ("sac-pendulum", 8)):
@@ -210,7 +248,16 @@ def main() -> None:
     parser.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks_ppo_seeds.png"),
                         help="PNG of PPO env-steps/s against seeds ('' for none)")
     parser.add_argument("--from-json", nargs="+", help="print the table (and plot) of saved results; run nothing")
+    parser.add_argument("--one-device", action="store_true",
+                        help=f"every framework on one JAX device (XLA_FLAGS={ONE_DEVICE_FLAGS}); default workload "
+                             "PPO CartPole at 1, 8, 32 seeds, pgkit and rejax")
     args = parser.parse_args()
+    if args.one_device and args.quick:
+        parser.error("options '--one-device' and '--quick' exclude each other")
+    if args.one_device and "--frameworks" not in sys.argv:
+        args.frameworks = ["pgkit", "rejax"]
+    if args.one_device and "--plot" not in sys.argv:
+        args.plot = str(ROOT / "docs" / "benchmarks_ppo_seeds_one_device.png")
 
     if args.from_json:
         results = []
@@ -222,7 +269,7 @@ def main() -> None:
             plot(results, Path(args.plot))
         return
 
-    plan_defaults = QUICK if args.quick else FULL
+    plan_defaults = QUICK if args.quick else ONE_DEVICE if args.one_device else FULL
     names = args.workloads or list(plan_defaults)
     pythons = {"pgkit": args.python}
     for peer in ("rejax", "sb3"):
@@ -247,7 +294,8 @@ def main() -> None:
                     steps = args.sb3_steps or plan["sb3_steps"]
                 spec = dict(workload=name, seeds=seeds, steps=steps, chunks=args.chunks,
                             eval_episodes=args.eval_episodes, seed=0)
-                runs = [r for r in (run_one(pythons[framework], framework, spec, args.timeout)
+                flags = ONE_DEVICE_FLAGS if args.one_device else None
+                runs = [r for r in (run_one(pythons[framework], framework, spec, args.timeout, flags)
                                     for _ in range(args.repeats)) if r is not None]
                 if runs:
                     results.append(combine(runs))
