@@ -79,14 +79,13 @@ def test_a_non_finite_gradient_is_skipped_and_never_reaches_the_parameters():
         assert np.isfinite(np.asarray(leaf)).all()
 
 
-# The defaults: 8 environments x a horizon of 16 steps, 1e5 steps per seed. Calibrated (8 seeds each of master
-# seeds 1 and 2, mean of the last 5 updates): -187 (sd 35, the lowest -242)
-# and -167 (sd 23); a 4-seed mean's standard error is about 15, so -250 is over 4 of them below.
-# Budgets (docs/pathwise.md, bench/pathwise_comparison.py, 4 seeds of master seed 1): the 4-seed mean
-# return first reaches -250 after 50,176 steps per seed with SHAC and 5,570 with SAC's preset, so
-# SHAC does not beat SAC in samples here (it ends its 1e5 steps in about 18 s, SAC its 3e4 in 37 s).
-
-
+# The defaults: 8 environments x a horizon of 16 steps, 1e5 steps per seed. Calibrated (8 seeds
+# each of master seeds 1 and 2, mean of the last 5 updates): -187 (sd 35, the lowest -242) and
+# -167 (sd 23); a 4-seed mean's standard error is about 15, so -250 is over 4 of them below.
+# Budgets (docs/pathwise.md, bench/pathwise_comparison.py, 4 seeds of master seed 1): the 4-seed
+# mean return first reaches -250 after 50,176 steps per seed with SHAC and 5,570 with SAC's
+# preset, so SHAC does not beat SAC in samples here (it ends its 1e5 steps in about 18 s, SAC its
+# 3e4 in 37 s).
 def test_shac_with_its_defaults_learns_pendulum_over_4_seeds():
     result = experiment.train("shac", env="Pendulum-v1", seeds=4, seed=0, log=None)
     final = result.metrics["episode_return"][:, -5:].mean(axis=1)
