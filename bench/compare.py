@@ -232,7 +232,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two workloads, small budgets (a few minutes)")
     parser.add_argument("--workloads", nargs="+", choices=sorted(common.WORKLOADS), help="default: all (quick: ppo, sac)")
-    parser.add_argument("--frameworks", nargs="+", default=["pgkit", "rejax", "sb3"], choices=["pgkit", "rejax", "sb3"])
+    parser.add_argument("--frameworks", nargs="+", choices=["pgkit", "rejax", "sb3"],
+                        help="default: all three (--one-device: pgkit and rejax)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the seed counts of every workload")
     parser.add_argument("--steps", type=int, help="override the steps per seed (pgkit, rejax)")
     parser.add_argument("--sb3-steps", type=int, help="override SB3's reduced steps per seed")
@@ -245,8 +246,8 @@ def main() -> None:
     parser.add_argument("--sb3-python", help="use this Python for SB3 instead of bench/.venvs/sb3")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     parser.add_argument("--json", help="results file (default: bench/results/compare-<time>.json)")
-    parser.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks_ppo_seeds.png"),
-                        help="PNG of PPO env-steps/s against seeds ('' for none)")
+    parser.add_argument("--plot", help="PNG of PPO env-steps/s against seeds ('' for none; default "
+                                       "docs/benchmarks_ppo_seeds.png, --one-device: docs/benchmarks_ppo_seeds_one_device.png)")
     parser.add_argument("--from-json", nargs="+", help="print the table (and plot) of saved results; run nothing")
     parser.add_argument("--one-device", action="store_true",
                         help=f"every framework on one JAX device (XLA_FLAGS={ONE_DEVICE_FLAGS}); default workload "
@@ -254,10 +255,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.one_device and args.quick:
         parser.error("options '--one-device' and '--quick' exclude each other")
-    if args.one_device and "--frameworks" not in sys.argv:
-        args.frameworks = ["pgkit", "rejax"]
-    if args.one_device and "--plot" not in sys.argv:
-        args.plot = str(ROOT / "docs" / "benchmarks_ppo_seeds_one_device.png")
+    if args.frameworks is None:
+        args.frameworks = ["pgkit", "rejax"] if args.one_device else ["pgkit", "rejax", "sb3"]
+    if args.plot is None:
+        args.plot = str(ROOT / "docs" / f"benchmarks_ppo_seeds{'_one_device' if args.one_device else ''}.png")
+    flags = ONE_DEVICE_FLAGS if args.one_device else None
 
     if args.from_json:
         results = []
@@ -294,7 +296,6 @@ def main() -> None:
                     steps = args.sb3_steps or plan["sb3_steps"]
                 spec = dict(workload=name, seeds=seeds, steps=steps, chunks=args.chunks,
                             eval_episodes=args.eval_episodes, seed=0)
-                flags = ONE_DEVICE_FLAGS if args.one_device else None
                 runs = [r for r in (run_one(pythons[framework], framework, spec, args.timeout, flags)
                                     for _ in range(args.repeats)) if r is not None]
                 if runs:

@@ -141,8 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--from-json", type=Path, help="re-print the table and re-plot a saved pathwise.json; run nothing")
     args = parser.parse_args(argv)
     if args.from_json:
-        rows = [row if "reached" in row else thin(row) for row in json.loads(args.from_json.read_text())]
-        return write(rows, args.out)
+        return write(json.loads(args.from_json.read_text()), args.out)
     names = [f"{recipe}/{env}" for recipe, env, _, _ in RUNS]
     unknown = [name for name in args.only or [] if name not in names]
     if unknown:
