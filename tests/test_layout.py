@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted(p for d in ("pgkit", "recipes", "bench", "tests", "examples") for p in (ROOT / d).rglob("*.py"))
+# the project's own files: not what lives in hidden folders (bench/.venvs holds the peers' installs)
+SOURCES = sorted(
+    p for d in ("pgkit", "recipes", "bench", "tests", "examples") for p in (ROOT / d).rglob("*.py")
+    if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+)
 ESTIMATOR_MODULES = (
     "returns", "estimators", "baselines", "importance", "divergences", "natural",
     "objectives", "actions", "critics", "targets", "cem", "traces",
