@@ -1,12 +1,22 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Tests run on the CPU with float32, as CI does; keep XLA from grabbing every core twice over.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-# The pgkit command keeps compiled programs in ~/.cache/pgkit/xla; the in-process CLI tests must
-# not (tests/test_experiment.py covers the cache in a subprocess with its own directory).
-os.environ["PGKIT_CACHE_DIR"] = ""
+# One cache of compiled programs for the whole run, never ~/.cache/pgkit/xla (the pgkit command's):
+# the first pytest process makes it and removes it at exit; xdist's workers and the subprocesses
+# the tests start inherit it, so a program compiled anywhere in the run is not compiled again
+# (the kill-and-resume runs of tests/test_reliability.py, the quick zoo's and the learning tests'
+# shared configurations). A cache hit is the same executable: the bit-identity tests hold.
+# tests/test_experiment.py covers the cache itself in a subprocess with its own directory.
+if "PGKIT_TESTS_XLA_CACHE" not in os.environ:
+    os.environ["PGKIT_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="pgkit-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["PGKIT_TESTS_XLA_CACHE"], ignore_errors=True)
+os.environ["PGKIT_CACHE_DIR"] = os.environ["PGKIT_TESTS_XLA_CACHE"]
 
 _flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
 os.environ["XLA_FLAGS"] = " ".join(_flags)  # the device count is set below
@@ -15,6 +25,7 @@ os.environ["XLA_FLAGS"] = " ".join(_flags)  # the device count is set below
 from pgkit import experiment  # noqa: E402  (after the environment above is set)
 
 experiment.use_unrolled_threefry()
+experiment.use_compilation_cache()  # the directory above
 # One JAX CPU device per test process, whatever runs first: the pgkit command (tests call
 # cli.main in-process) would otherwise split a fresh process into one device per core, and the
 # measured numbers in the learning tests are single-device runs. Tests of sharding set their own.

@@ -44,7 +44,7 @@ def free_port() -> int:
 
 def environment(devices: int) -> dict:
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
-            "PGKIT_CACHE_DIR": "", "PYTHONPATH": str(ROOT)}
+            "PYTHONPATH": str(ROOT)}  # PGKIT_CACHE_DIR: the run's (tests/conftest.py)
 
 
 def launch(args: list[str], devices: int = 1) -> subprocess.Popen:

@@ -264,6 +264,7 @@ def run_with_fault(fault: str, out: Path) -> subprocess.CompletedProcess:
         from pgkit import experiment
         experiment.use_cpu_cores(1, threads=2)  # as tests/conftest.py: the same numbers
         experiment.use_unrolled_threefry()
+        experiment.use_compilation_cache()  # the run's, as tests/conftest.py
         from pgkit.experiment import store
         """
     ) + textwrap.dedent(FAULTS[fault]) + textwrap.dedent(
