@@ -15,10 +15,10 @@ demo: install
 	$(BIN)/pgkit train ppo --env CartPole-v1 --seeds 8 --out runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 test-quick: install  # estimators and machinery, no end-to-end training (a few minutes)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
 
 zoo: install  # train every preset (8 seeds each) and write docs/zoo.md with learning curves
 	$(BIN)/pgkit zoo --out docs

@@ -61,6 +61,10 @@ def offline_gymnax(monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
+    # The slow files first (`make test` keeps this order: --no-loadscope-reorder): xdist would
+    # otherwise hand out files by their number of tests, and a file of a few long learning runs
+    # would start last and run alone at the end.
+    items.sort(key=lambda item: not item.path.name.startswith(_SLOW_FILES))
     for item in items:
         if item.path.name.startswith(_SLOW_FILES) or item.originalname in _SLOW_TESTS:
             item.add_marker(pytest.mark.slow)

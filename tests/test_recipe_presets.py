@@ -1,33 +1,16 @@
-"""Every built-in preset starts and runs (the quick zoo CI runs), and DDPG's preset on
-MountainCarContinuous-v0 reaches the goal. PPO's Pendulum-v1 preset has its learning test in
+"""Every built-in preset starts and runs (the quick zoo CI runs, in three parts: tests/quick_zoo.py),
+and DDPG's preset on MountainCarContinuous-v0 reaches the goal. PPO's Pendulum-v1 preset has its learning test in
 tests/test_recipe_ppo.py. TD3's MountainCarContinuous-v0 preset runs in the quick zoo only: its
 4-seed mean ranged from 74 to 91 (bench/calibrate_learning_tests.py td3/mcc_preset), too wide
 to assert 80 and, at 90 s, too slow to assert less."""
 
-import numpy as np
-import pytest
+from pgkit import experiment
 
-from pgkit import experiment, plot
-from pgkit.experiment import presets, zoo
+import quick_zoo
 
 
-@pytest.fixture(scope="module")
-def quick_zoo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("zoo")
-    return out, zoo.zoo(out, runs=out / "runs", quick=True, log=None)
-
-
-def test_the_quick_zoo_runs_every_preset_a_few_updates(quick_zoo):
-    out, rows = quick_zoo
-    every = [p.name for envs in presets.builtin_presets().values() for p in envs.values()]
-    assert [row["preset"] for row in rows] == every
-    table = (out / "zoo.md").read_text()
-    for row in rows:
-        assert f"| {row['preset']} |" in table
-        assert (out / row["plot"]).stat().st_size > 0
-        metrics = plot.read_metrics(out / "runs" / f"{row['recipe']}-{row['env']}")
-        assert len(np.unique(metrics["update"])) == zoo.QUICK_UPDATES  # two updates, logged
-        assert np.isfinite(metrics["env_steps"]).all() and row["seeds"] == zoo.QUICK_SEEDS
+def test_the_quick_zoo_runs_its_first_part_a_few_updates(tmp_path):
+    quick_zoo.check_quick_zoo(tmp_path, 0)
 
 
 def final_returns(result, n):

@@ -1,0 +1,7 @@
+"""Part 3 of the quick zoo (tests/quick_zoo.py): a file of its own, so another worker runs it."""
+
+import quick_zoo
+
+
+def test_the_quick_zoo_runs_its_third_part_a_few_updates(tmp_path):
+    quick_zoo.check_quick_zoo(tmp_path, 2)
