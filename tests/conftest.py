@@ -10,8 +10,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # One cache of compiled programs for the whole run, never ~/.cache/pgkit/xla (the pgkit command's):
 # the first pytest process makes it and removes it at exit; xdist's workers and the subprocesses
 # the tests start inherit it, so a program compiled anywhere in the run is not compiled again
-# (the kill-and-resume runs of tests/test_reliability.py, the quick zoo's and the learning tests'
-# shared configurations). A cache hit is the same executable: the bit-identity tests hold.
+# (the kill-and-resume subprocesses of tests/test_reliability.py and tests/test_distributed.py
+# compile the run they resume). A cache hit is the same executable: the bit-identity tests hold.
 # tests/test_experiment.py covers the cache itself in a subprocess with its own directory.
 if "PGKIT_TESTS_XLA_CACHE" not in os.environ:
     os.environ["PGKIT_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="pgkit-tests-xla-")
