@@ -8,18 +8,14 @@ and pytest-xdist hands the files to different workers.
 import numpy as np
 
 from pgkit import plot
-from pgkit.experiment import presets, zoo
+from pgkit.experiment import zoo
 
 PARTS = 3
 
 
-def every_preset() -> list[str]:
-    return [p.name for envs in presets.builtin_presets().values() for p in envs.values()]
-
-
 def part(index: int) -> list[str]:
     """Every ``PARTS``-th preset from the ``index``-th: the parts cover the table once."""
-    return every_preset()[index::PARTS]
+    return [preset.name for preset in zoo.selected_presets()][index::PARTS]
 
 
 def check_quick_zoo(out, index: int) -> None:

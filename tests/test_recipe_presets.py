@@ -1,6 +1,6 @@
 """Every built-in preset starts and runs (the quick zoo CI runs, in three parts: tests/quick_zoo.py),
-and DDPG's preset on MountainCarContinuous-v0 reaches the goal. PPO's Pendulum-v1 preset has its learning test in
-tests/test_recipe_ppo.py. TD3's MountainCarContinuous-v0 preset runs in the quick zoo only: its
+and DDPG's preset on MountainCarContinuous-v0 reaches the goal. PPO's Pendulum-v1 preset has its
+learning test in tests/test_recipe_ppo.py. TD3's MountainCarContinuous-v0 preset runs in the quick zoo only: its
 4-seed mean ranged from 74 to 91 (bench/calibrate_learning_tests.py td3/mcc_preset), too wide
 to assert 80 and, at 90 s, too slow to assert less."""
 
