@@ -177,15 +177,15 @@ def measure(recipe: str, env: str, *, updates: int, repeats: int, threads: int) 
     hp = module.HParams()
     state = jax.jit(made.init)(jax.random.PRNGKey(0), hp)
 
-    chunk = jax.jit(lambda state, hp, length: jax.lax.scan(
-        lambda s, _: (made.update(s, hp)[0], None), state, None, length=length)[0], static_argnums=2)
-    warmup = -(-config.learning_starts // made.env_steps_per_update) + 1
-    state = jax.block_until_ready(chunk(state, hp, warmup))  # past the random warm-up
+    chunk = jax.jit(lambda state, hp: jax.lax.scan(
+        lambda s, _: (made.update(s, hp)[0], None), state, None, length=updates)[0])
+    warmup_updates = config.learning_starts // made.env_steps_per_update + 1
+    for _ in range(-(-warmup_updates // updates)):  # past the random warm-up (one compiled chunk)
+        state = jax.block_until_ready(chunk(state, hp))
     times = []
-    jax.block_until_ready(chunk(state, hp, updates))  # compile
     for _ in range(repeats):
         t0 = time.perf_counter()
-        state = jax.block_until_ready(chunk(state, hp, updates))
+        state = jax.block_until_ready(chunk(state, hp))
         times.append((time.perf_counter() - t0) / updates)
     update_seconds = float(np.median(times))
 
